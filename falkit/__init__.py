@@ -1,0 +1,69 @@
+"""falkit: develop fal-style serverless apps inside Jupyter.
+
+``import falkit as fal`` is a drop-in for ``import fal``: define ``class MyApp(fal.App)``
+with ``@fal.endpoint`` / ``@fal.realtime`` routes, then ``%fal serve MyApp`` or
+``falkit.serve(MyApp)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .app import App
+from .client import AsyncClient, Client
+from .exceptions import (
+    AppDefinitionError,
+    ClientError,
+    FalkitError,
+    PortInUseError,
+    ProtocolError,
+    RealtimeError,
+    RemoteError,
+    ServerError,
+    ServerNotRunning,
+    SetupError,
+)
+from .routes import RouteSpec, endpoint, realtime
+from .server import Server, get_server, serve, servers, stop_all
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "App",
+    "AppDefinitionError",
+    "AsyncClient",
+    "Client",
+    "ClientError",
+    "FalkitError",
+    "PortInUseError",
+    "ProtocolError",
+    "RealtimeError",
+    "RemoteError",
+    "RouteSpec",
+    "Server",
+    "ServerError",
+    "ServerNotRunning",
+    "SetupError",
+    "endpoint",
+    "get_server",
+    "realtime",
+    "serve",
+    "servers",
+    "stop_all",
+]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext falkit`` registers the ``%fal`` magic."""
+    from .magics import register
+
+    register(ipython)
+
+
+def _auto_register() -> None:
+    from .magics import register_if_in_ipython
+
+    register_if_in_ipython()
+
+
+_auto_register()

@@ -1,0 +1,231 @@
+"""Clients for a falkit (or fal) server: ``Client`` (blocking) and ``AsyncClient``.
+Tests, widgets and users all go through these."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+import httpx
+
+from . import codec
+from .exceptions import RealtimeError, RemoteError
+
+
+def _ws_url(base: str, path: str) -> str:
+    return "ws" + base[len("http") :] + path if base.startswith("http") else base + path
+
+
+def _payload(data: Any) -> Any:
+    if hasattr(data, "model_dump"):
+        return data.model_dump(mode="json")
+    return data
+
+
+def _raise_for_status(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    try:
+        detail = response.json().get("detail", response.text)
+    except (ValueError, AttributeError):
+        detail = response.text
+    raise RemoteError(response.status_code, detail, url=str(response.url))
+
+
+class _SSEParser:
+    """Server-sent events, line by line: ``data:`` lines up to a blank line make one event,
+    decoded as JSON when it is JSON (as fal_client's ``stream`` yields them)."""
+
+    def __init__(self) -> None:
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> list[Any]:
+        if line.startswith("data:"):
+            self._data.append(line[5:].lstrip())
+            return []
+        return self.flush() if not line else []
+
+    def flush(self) -> list[Any]:
+        if not self._data:
+            return []
+        text, self._data = "\n".join(self._data), []
+        try:
+            return [json.loads(text)]
+        except ValueError:
+            return [text]
+
+
+def _check_realtime_frame(message: str | bytes) -> Any:
+    if isinstance(message, bytes):
+        return codec.decode(message)
+    frame = json.loads(message)
+    if isinstance(frame, dict) and frame.get("type") == "x-fal-error":
+        raise RealtimeError(frame.get("error", ""), frame.get("reason", ""))
+    return frame
+
+
+class RealtimeSession:
+    """A realtime connection: ``send(obj)`` packs msgpack, ``recv()`` unpacks the next
+    output and raises ``RealtimeError`` on an error frame."""
+
+    def __init__(self, ws: Any) -> None:
+        self._ws = ws
+
+    def send(self, obj: Any) -> None:
+        self._ws.send(codec.encode(_payload(obj)))
+
+    def recv(self, timeout: float | None = None) -> Any:
+        return _check_realtime_frame(self._ws.recv(timeout))
+
+    def __iter__(self) -> Iterator[Any]:
+        from websockets.exceptions import ConnectionClosedOK
+
+        try:
+            while True:
+                yield self.recv()
+        except ConnectionClosedOK:
+            return
+
+
+class Client:
+    """A blocking client: ``call``, ``stream``, ``websocket`` and ``realtime``.
+
+    Example::
+
+        client = falkit.Client("http://127.0.0.1:8000")
+        client.call("/", {"prompt": "hi"})
+    """
+
+    def __init__(self, url: str, *, timeout: float = 60.0, headers: dict[str, str] | None = None):
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.headers = dict(headers or {})
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=self.headers)
+
+    def call(self, path: str, data: Any = None) -> Any:
+        """POST ``data`` as JSON to ``path`` and return the decoded JSON answer; a non-2xx
+        answer raises ``RemoteError`` with its status and detail."""
+        response = self._http.post(path, json=_payload(data if data is not None else {}))
+        _raise_for_status(response)
+        return response.json()
+
+    def get(self, path: str) -> Any:
+        """GET ``path`` (``/health``, ``/openapi.json``) and return the decoded JSON."""
+        response = self._http.get(path)
+        _raise_for_status(response)
+        return response.json()
+
+    def stream(self, path: str, data: Any = None) -> Iterator[Any]:
+        """POST to a streaming endpoint and yield its server-sent events, decoded."""
+        with self._http.stream("POST", path, json=_payload(data or {})) as response:
+            if not response.is_success:
+                response.read()
+                _raise_for_status(response)
+            parser = _SSEParser()
+            for line in response.iter_lines():
+                yield from parser.feed(line)
+            yield from parser.flush()
+
+    @contextmanager
+    def websocket(self, path: str) -> Iterator[Any]:
+        """A raw WebSocket (``websockets``' sync connection) to ``path``."""
+        from websockets.sync.client import connect
+
+        with connect(
+            _ws_url(self.url, path), additional_headers=self.headers, open_timeout=self.timeout
+        ) as ws:
+            yield ws
+
+    @contextmanager
+    def realtime(self, path: str) -> Iterator[RealtimeSession]:
+        """A session on a ``@fal.realtime`` route: ``send(obj)`` / ``recv()``, msgpack."""
+        with self.websocket(path) as ws:
+            yield RealtimeSession(ws)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class AsyncRealtimeSession:
+    """The async twin of ``RealtimeSession``."""
+
+    def __init__(self, ws: Any) -> None:
+        self._ws = ws
+
+    async def send(self, obj: Any) -> None:
+        await self._ws.send(codec.encode(_payload(obj)))
+
+    async def recv(self) -> Any:
+        return _check_realtime_frame(await self._ws.recv())
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        from websockets.exceptions import ConnectionClosedOK
+
+        try:
+            while True:
+                yield await self.recv()
+        except ConnectionClosedOK:
+            return
+
+
+class AsyncClient:
+    """The asyncio twin of ``Client`` (same methods, awaitable)."""
+
+    def __init__(self, url: str, *, timeout: float = 60.0, headers: dict[str, str] | None = None):
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.headers = dict(headers or {})
+        self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout, headers=self.headers)
+
+    async def call(self, path: str, data: Any = None) -> Any:
+        response = await self._http.post(path, json=_payload(data if data is not None else {}))
+        _raise_for_status(response)
+        return response.json()
+
+    async def get(self, path: str) -> Any:
+        response = await self._http.get(path)
+        _raise_for_status(response)
+        return response.json()
+
+    async def stream(self, path: str, data: Any = None) -> AsyncIterator[Any]:
+        async with self._http.stream("POST", path, json=_payload(data or {})) as response:
+            if not response.is_success:
+                await response.aread()
+                _raise_for_status(response)
+            parser = _SSEParser()
+            async for line in response.aiter_lines():
+                for event in parser.feed(line):
+                    yield event
+            for event in parser.flush():
+                yield event
+
+    @asynccontextmanager
+    async def websocket(self, path: str) -> AsyncIterator[Any]:
+        from websockets.asyncio.client import connect
+
+        async with connect(
+            _ws_url(self.url, path), additional_headers=self.headers, open_timeout=self.timeout
+        ) as ws:
+            yield ws
+
+    @asynccontextmanager
+    async def realtime(self, path: str) -> AsyncIterator[AsyncRealtimeSession]:
+        async with self.websocket(path) as ws:
+            yield AsyncRealtimeSession(ws)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()

@@ -1,0 +1,183 @@
+"""The ``%fal`` line magic and the card ``%fal serve`` shows. IPython is imported lazily:
+``import falkit`` outside a kernel never touches it."""
+
+from __future__ import annotations
+
+import argparse
+import html
+import shlex
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from .exceptions import AppDefinitionError, PortInUseError, ServerNotRunning
+
+if TYPE_CHECKING:
+    from .server import Server
+
+_KIND_LABEL = {"http": "POST", "websocket": "WS", "realtime": "RT"}
+
+
+def card_rows(server: Server) -> list[tuple[str, str]]:
+    """The facts the card shows, as (label, value) pairs."""
+    setup = f"{server.setup_seconds:.2f} s" if server.setup_seconds is not None else "-"
+    return [
+        ("app", server.app_name),
+        ("url", server.url),
+        ("device", server.device.describe()),
+        ("setup", setup),
+        ("status", server.last_action or ("running" if server.running else "stopped")),
+    ]
+
+
+def card_text(server: Server) -> str:
+    """The plain-text card (the fallback of the HTML one)."""
+    lines = [f"{label:>7}: {value}" for label, value in card_rows(server)]
+    lines += [f"  {_KIND_LABEL[r.kind]:>5} {r.path}  ({r.method})" for r in server.routes]
+    return "\n".join(lines)
+
+
+def card_html(server: Server) -> str:
+    """The rich card: URL, app name, each route's kind and path, device, setup time."""
+    esc = html.escape
+    facts = "".join(
+        f"<tr><th style='text-align:right;padding-right:8px'>{esc(label)}</th>"
+        f"<td><code>{esc(value)}</code></td></tr>"
+        for label, value in card_rows(server)
+    )
+    routes = "".join(
+        f"<tr><td><b>{_KIND_LABEL[r.kind]}</b></td><td><code>{esc(r.path)}</code></td>"
+        f"<td>{esc(r.method)}</td></tr>"
+        for r in server.routes
+    )
+    return (
+        "<div class='falkit-card' style='border:1px solid #ccc;border-radius:6px;"
+        "padding:6px 10px;display:inline-block'>"
+        f"<table>{facts}</table><table>{routes}</table></div>"
+    )
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        from IPython.core.error import UsageError
+
+        raise UsageError(f"%fal {self.prog.split()[-1]}: {message}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    root = _Parser(prog="%fal", add_help=False)
+    sub = root.add_subparsers(dest="command", parser_class=_Parser)
+    serve = sub.add_parser("serve", add_help=False)
+    serve.add_argument("name")
+    serve.add_argument("--port", type=int, default=None)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--fresh", action="store_true")
+    stop = sub.add_parser("stop", add_help=False)
+    stop.add_argument("name", nargs="?")
+    stop.add_argument("--all", action="store_true")
+    sub.add_parser("ls", add_help=False)
+    logs = sub.add_parser("logs", add_help=False)
+    logs.add_argument("name")
+    logs.add_argument("-n", type=int, default=50)
+    playground = sub.add_parser("playground", add_help=False)
+    playground.add_argument("name")
+    return root
+
+
+USAGE = (
+    "usage: %fal serve NAME [--port N] [--host H] [--fresh] | %fal stop NAME | "
+    "%fal stop --all | %fal ls | %fal logs NAME [-n N] | %fal playground NAME"
+)
+
+
+class FalMagic:
+    """``%fal``: serve, stop, list and inspect Apps from notebook cells."""
+
+    def __init__(self, shell: Any) -> None:
+        self.shell = shell
+
+    def __call__(self, line: str) -> Any:
+        from IPython.core.error import UsageError
+
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:
+            raise UsageError(f"%fal: {exc}") from None
+        if not words:
+            raise UsageError(USAGE)
+        args = _parser().parse_args(words)
+        try:
+            return getattr(self, f"_{args.command}")(args)
+        except (ServerNotRunning, AppDefinitionError, PortInUseError) as exc:
+            raise UsageError(str(exc)) from None
+
+    def _app_class(self, name: str) -> Any:
+        from IPython.core.error import UsageError
+
+        from .app import App
+
+        if name not in self.shell.user_ns:
+            raise UsageError(f"%fal: no App named {name!r} in this notebook; define it first")
+        obj = self.shell.user_ns[name]
+        if not (isinstance(obj, type) and issubclass(obj, App)):
+            raise UsageError(f"%fal: {name!r} is a {type(obj).__name__}, not a fal.App subclass")
+        return obj
+
+    def _serve(self, args: argparse.Namespace) -> None:
+        from IPython.display import display
+
+        from .server import serve
+
+        server = serve(self._app_class(args.name), port=args.port, host=args.host, fresh=args.fresh)
+        display(server)
+
+    def _stop(self, args: argparse.Namespace) -> None:
+        from IPython.core.error import UsageError
+
+        from .server import get_server, stop_all
+
+        if args.all:
+            stop_all()
+        elif args.name:
+            get_server(args.name).stop()
+        else:
+            raise UsageError("%fal stop: name an app, or use --all")
+
+    def _ls(self, args: argparse.Namespace) -> None:
+        from .server import servers
+
+        running = servers()
+        if not running:
+            print("no servers running")
+        for name, server in running.items():
+            print(f"{name:<24} {server.url:<28} {server.device.describe()}")
+
+    def _logs(self, args: argparse.Namespace) -> None:
+        from .server import get_server
+
+        print(get_server(args.name).logs(args.n) or "(no logs yet)")
+
+    def _playground(self, args: argparse.Namespace) -> Any:
+        from IPython.display import display
+
+        from .server import get_server
+
+        from .playground import playground
+
+        display(playground(get_server(args.name)))
+
+
+def register(shell: Any) -> None:
+    """Register ``%fal`` on ``shell`` (idempotent)."""
+    shell.register_magic_function(FalMagic(shell), magic_kind="line", magic_name="fal")
+
+
+def register_if_in_ipython() -> None:
+    """Called on ``import falkit``: registers ``%fal`` when a shell is running."""
+    import sys
+
+    if "IPython" not in sys.modules:
+        return
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is not None:
+        register(shell)

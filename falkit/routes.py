@@ -1,0 +1,97 @@
+"""Route decorators. They only tag a function with a frozen ``RouteSpec``;
+``App.__init_subclass__`` collects the tags (see ``falkit.app``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, Literal, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+RouteKind = Literal["http", "websocket", "realtime"]
+
+ROUTE_ATTR = "__falkit_route__"
+
+_INFER: Any = object()  # input_modal / output_modal: derive from annotations, as fal does
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    """What one decorated method serves: its kind, path and (realtime) options."""
+
+    path: str
+    kind: RouteKind
+    method: str = ""
+    buffering: int | None = None
+    session_timeout: float | None = None
+    max_batch_size: int = 1
+    input_modal: Any = None
+    output_modal: Any = None
+    content_type: str = "application/msgpack"
+    encode_message: Callable[[Any], bytes] | None = None
+    decode_message: Callable[[bytes], Any] | None = None
+
+    @property
+    def is_websocket(self) -> bool:
+        """True for routes served over a WebSocket (raw and realtime)."""
+        return self.kind != "http"
+
+
+def _tag(func: F, spec: RouteSpec) -> F:
+    if getattr(func, ROUTE_ATTR, None) is not None:
+        raise ValueError(f"Can't set multiple routes for the same function: {func.__name__}")
+    setattr(func, ROUTE_ATTR, replace(spec, method=func.__name__))
+    return func
+
+
+def _check_path(path: str) -> str:
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise ValueError(f"route path must be a string starting with '/', got {path!r}")
+    return path
+
+
+def endpoint(path: str, *, is_websocket: bool = False) -> Callable[[F], F]:
+    """Serve the decorated method at ``path``: a POST route taking a pydantic body,
+    or with ``is_websocket=True`` an ``async`` method given the raw ``fastapi.WebSocket``.
+
+    Example::
+
+        @fal.endpoint("/")
+        def generate(self, input: Input) -> Output: ...
+    """
+    spec = RouteSpec(path=_check_path(path), kind="websocket" if is_websocket else "http")
+    return lambda func: _tag(func, spec)
+
+
+def realtime(
+    path: str,
+    *,
+    buffering: int | None = None,
+    session_timeout: float | None = None,
+    max_batch_size: int = 1,
+    input_modal: Any = _INFER,
+    output_modal: Any = _INFER,
+    content_type: str = "application/msgpack",
+    encode_message: Callable[[Any], bytes] | None = None,
+    decode_message: Callable[[bytes], Any] | None = None,
+) -> Callable[[F], F]:
+    """Serve the decorated method over fal's realtime protocol (binary msgpack frames on
+    a WebSocket at ``path``). The options mean what they mean in fal's SDK."""
+    if max_batch_size < 1:
+        raise ValueError("max_batch_size must be at least 1")
+    if buffering is not None and buffering < 1:
+        raise ValueError("buffering must be None or at least 1")
+    spec = RouteSpec(
+        path=_check_path(path),
+        kind="realtime",
+        buffering=buffering,
+        session_timeout=session_timeout,
+        max_batch_size=max_batch_size,
+        input_modal=None if input_modal is _INFER else input_modal,
+        output_modal=None if output_modal is _INFER else output_modal,
+        content_type=content_type,
+        encode_message=encode_message,
+        decode_message=decode_message,
+    )
+    return lambda func: _tag(func, spec)
