@@ -158,9 +158,8 @@ class FalMagic:
     def _playground(self, args: argparse.Namespace) -> Any:
         from IPython.display import display
 
-        from .server import get_server
-
         from .playground import playground
+        from .server import get_server
 
         display(playground(get_server(args.name)))
 

@@ -69,9 +69,7 @@ async def _call(handler: Callable[..., Any], arg: Any) -> Any:
     return await asyncio.to_thread(handler, arg)
 
 
-def realtime_endpoint(
-    handler: Callable[..., Any], spec: RouteSpec
-) -> Callable[[WebSocket], Any]:
+def realtime_endpoint(handler: Callable[..., Any], spec: RouteSpec) -> Callable[[WebSocket], Any]:
     """The WebSocket endpoint serving ``handler`` (a bound method) over fal's protocol."""
     from fastapi import WebSocket, WebSocketDisconnect
 
@@ -92,7 +90,9 @@ def realtime_endpoint(
         except WebSocketDisconnect:
             return
         except asyncio.TimeoutError:
-            await _close_with(websocket, error_frame("TIMEOUT", "no inputs, reconnect when needed!"))
+            await _close_with(
+                websocket, error_frame("TIMEOUT", "no inputs, reconnect when needed!")
+            )
         except Exception as exc:
             if not isinstance(exc, ProtocolError):
                 logger.exception("realtime handler %s failed", spec.method)

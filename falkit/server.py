@@ -14,9 +14,11 @@ import socket
 import sys
 import threading
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from ._logs import LogRing, current_ring, install as install_log_routing
+from ._logs import LogRing, current_ring
+from ._logs import install as install_log_routing
 from .app import App
 from .asgi import build_asgi, call_hook
 from .devices import DeviceSpec, describe_device
@@ -79,6 +81,37 @@ def _free_accelerator_memory() -> None:
         torch.cuda.empty_cache()
 
 
+class RequestStats:
+    """Counts and recent latencies of a server's HTTP requests (bounded memory)."""
+
+    def __init__(self, window: int = 2048) -> None:
+        self.requests = 0
+        self.errors = 0
+        self._latencies: deque[float] = deque(maxlen=window)
+
+    def record(self, seconds: float, status: int) -> None:
+        self.requests += 1
+        self.errors += status >= 500
+        self._latencies.append(seconds)
+
+    def summary(self) -> dict[str, Any]:
+        ordered = sorted(self._latencies)
+
+        def pct(q: float) -> float | None:
+            return (
+                round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 3)
+                if ordered
+                else None
+            )
+
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "p50_ms": pct(0.5),
+            "p99_ms": pct(0.99),
+        }
+
+
 class Server:
     """A running App: ``url``, ``routes``, ``client``, ``logs()`` and ``stop()``.
     Made by ``falkit.serve``; works in a kernel and in a plain script alike."""
@@ -97,6 +130,7 @@ class Server:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._setup_error: BaseException | None = None
         self._stopped = threading.Event()
+        self._stats = RequestStats()
         self._thread = threading.Thread(
             target=self._thread_main, name=f"falkit-{self.app_name}", daemon=True
         )
@@ -135,6 +169,10 @@ class Server:
         from .client import Client
 
         return Client(self.url)
+
+    def stats(self) -> dict[str, Any]:
+        """HTTP request count, error count (status >= 500) and p50/p99 latency in ms."""
+        return self._stats.summary()
 
     def logs(self, last: int | None = None) -> str:
         """The server's recent log lines: handler prints, logs and tracebacks."""
@@ -180,7 +218,9 @@ class Server:
                     f"{self.app_cls.__name__}.setup() failed: {self._setup_error!r}"
                 ) from self._setup_error
             if not self._thread.is_alive():
-                raise SetupError(f"{self.app_cls.__name__} stopped while starting:\n{self.logs(20)}")
+                raise SetupError(
+                    f"{self.app_cls.__name__} stopped while starting:\n{self.logs(20)}"
+                )
             if deadline is not None and time.monotonic() - started > deadline:
                 raise SetupError(
                     f"{self.app_cls.__name__} did not start within startup_timeout={deadline}s"
@@ -239,7 +279,22 @@ class Server:
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         # One attribute read per request; a hot swap replaces ``_asgi`` atomically, so a
         # request in flight finishes on the application it started on.
-        await self._asgi(scope, receive, send)
+        if scope["type"] != "http":
+            await self._asgi(scope, receive, send)
+            return
+        began = time.perf_counter()
+        status = 500
+
+        async def send_recording(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._asgi(scope, receive, send_recording)
+        finally:
+            self._stats.record(time.perf_counter() - began, status)
 
     async def _teardown(self, instance: App | None) -> None:
         if instance is None:
@@ -247,7 +302,9 @@ class Server:
         try:
             await call_hook(instance.teardown)
         except Exception:
-            logging.getLogger("falkit.server").exception("%s.teardown() failed", type(instance).__name__)
+            logging.getLogger("falkit.server").exception(
+                "%s.teardown() failed", type(instance).__name__
+            )
 
     # -- hot swap ------------------------------------------------------------------------
 
@@ -279,6 +336,11 @@ class Server:
         return card_html(self)
 
 
+def _can_swap(old: Server, app_cls: type[App], *, port: int | None, host: str, fresh: bool) -> bool:
+    same_place = port in (None, old.port) and host == old.host
+    return old.running and same_place and not fresh and not _setup_changed(old.app_cls, app_cls)
+
+
 def serve(
     app_cls: type[App], *, port: int | None = None, host: str = "127.0.0.1", fresh: bool = False
 ) -> Server:
@@ -295,10 +357,9 @@ def serve(
     app_cls = _check_app_class(app_cls)
     with _registry_lock:
         old = _registry.get(app_cls.app_name)
-        if old is not None and old.running and (port is None or port == old.port) and host == old.host:
-            if not fresh and not _setup_changed(old.app_cls, app_cls):
-                old._swap(app_cls)
-                return old
+        if old is not None and _can_swap(old, app_cls, port=port, host=host, fresh=fresh):
+            old._swap(app_cls)
+            return old
         began = time.perf_counter()
         action = "started"
         if old is not None:
