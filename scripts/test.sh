@@ -8,7 +8,7 @@ PY=${PYTHON:-python3}
 python -m pip install -q --upgrade pip
 # torch first, pinned: an open range with no torch installed would pull a multi-GB CUDA build.
 python -m pip install -q "torch==2.13.0"
-python -m pip install -q -e ".[dev,torch]"
+python -m pip install -q -e ".[dev,torch,notebooks]"
 set +e
 python -m pytest "$@"
 rc=$?
