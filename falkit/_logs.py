@@ -98,6 +98,8 @@ class _RoutedStream(io.TextIOBase):
 
 class _RingHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info and getattr(record.exc_info[1], "__falkit_logged__", False):
+            return  # already in the ring, logged where it was caught
         ring = current_ring.get()
         try:
             if ring is not None:

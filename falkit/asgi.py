@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from .routes import RouteSpec
+
+logger = logging.getLogger("falkit.server")
 
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request
@@ -59,8 +62,17 @@ def _add_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": detail}, exc.status_code, headers=exc.headers)
 
     async def internal(request: Request, exc: Exception) -> JSONResponse:
-        # The traceback reaches the server's log ring through uvicorn's logger; the client
-        # gets fal's body and nothing of the kernel.
+        # The traceback goes to the server's log ring before the answer leaves, so a client
+        # that reads the logs after its 500 finds it; the client gets fal's body and
+        # nothing of the kernel. Starlette re-raises afterwards: the mark keeps uvicorn's
+        # copy of the same traceback out of the ring.
+        logger.error(
+            "%s %s failed",
+            request.method,
+            request.url.path,
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
+        exc.__falkit_logged__ = True  # type: ignore[attr-defined]
         return JSONResponse({"detail": "Internal Server Error"}, 500)
 
     app.add_exception_handler(HTTPException, not_found)
