@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+# Loaded first on purpose: importing the ``falkit.realtime`` module later (the server
+# does) would rebind the package attribute ``realtime`` from the decorator to the module.
+from . import realtime as _realtime_module  # noqa: F401, I001
 from .app import App
 from .client import AsyncClient, Client
 from .exceptions import (

@@ -10,8 +10,10 @@ from typing import Any
 
 import httpx
 
-from . import codec
-from .exceptions import RealtimeError, RemoteError
+from ._realtime_client import WS_OPTIONS, AsyncRealtimeSession, RealtimeSession
+from .exceptions import RemoteError
+
+__all__ = ["AsyncClient", "AsyncRealtimeSession", "Client", "RealtimeSession"]
 
 
 def _ws_url(base: str, path: str) -> str:
@@ -55,38 +57,6 @@ class _SSEParser:
             return [json.loads(text)]
         except ValueError:
             return [text]
-
-
-def _check_realtime_frame(message: str | bytes) -> Any:
-    if isinstance(message, bytes):
-        return codec.decode(message)
-    frame = json.loads(message)
-    if isinstance(frame, dict) and frame.get("type") == "x-fal-error":
-        raise RealtimeError(frame.get("error", ""), frame.get("reason", ""))
-    return frame
-
-
-class RealtimeSession:
-    """A realtime connection: ``send(obj)`` packs msgpack, ``recv()`` unpacks the next
-    output and raises ``RealtimeError`` on an error frame."""
-
-    def __init__(self, ws: Any) -> None:
-        self._ws = ws
-
-    def send(self, obj: Any) -> None:
-        self._ws.send(codec.encode(_payload(obj)))
-
-    def recv(self, timeout: float | None = None) -> Any:
-        return _check_realtime_frame(self._ws.recv(timeout))
-
-    def __iter__(self) -> Iterator[Any]:
-        from websockets.exceptions import ConnectionClosedOK
-
-        try:
-            while True:
-                yield self.recv()
-        except ConnectionClosedOK:
-            return
 
 
 class Client:
@@ -139,10 +109,25 @@ class Client:
             yield ws
 
     @contextmanager
-    def realtime(self, path: str) -> Iterator[RealtimeSession]:
-        """A session on a ``@fal.realtime`` route: ``send(obj)`` / ``recv()``, msgpack."""
-        with self.websocket(path) as ws:
-            yield RealtimeSession(ws)
+    def realtime(self, path: str, **options: Any) -> Iterator[RealtimeSession]:
+        """A session on a ``@fal.realtime`` route: ``send(obj)`` / ``recv()`` / iteration,
+        msgpack frames. ``options``: ``encode_message``/``decode_message`` (e.g.
+        ``falkit.codec.encode_tensors``/``decode_tensors``) and ``throttle_interval``
+        (seconds, as fal-js's ``throttleInterval``). An error frame raises ``RealtimeError``.
+
+        Example::
+
+            with client.realtime("/realtime") as rt:
+                rt.send({"prompt": "hi"})
+                print(rt.recv())
+        """
+        from websockets.sync.client import connect
+
+        url = _ws_url(self.url, path)
+        with connect(
+            url, additional_headers=self.headers, open_timeout=self.timeout, **WS_OPTIONS
+        ) as ws:
+            yield RealtimeSession(ws, **options)
 
     def close(self) -> None:
         self._http.close()
@@ -152,28 +137,6 @@ class Client:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-class AsyncRealtimeSession:
-    """The async twin of ``RealtimeSession``."""
-
-    def __init__(self, ws: Any) -> None:
-        self._ws = ws
-
-    async def send(self, obj: Any) -> None:
-        await self._ws.send(codec.encode(_payload(obj)))
-
-    async def recv(self) -> Any:
-        return _check_realtime_frame(await self._ws.recv())
-
-    async def __aiter__(self) -> AsyncIterator[Any]:
-        from websockets.exceptions import ConnectionClosedOK
-
-        try:
-            while True:
-                yield await self.recv()
-        except ConnectionClosedOK:
-            return
 
 
 class AsyncClient:
@@ -217,9 +180,19 @@ class AsyncClient:
             yield ws
 
     @asynccontextmanager
-    async def realtime(self, path: str) -> AsyncIterator[AsyncRealtimeSession]:
-        async with self.websocket(path) as ws:
-            yield AsyncRealtimeSession(ws)
+    async def realtime(self, path: str, **options: Any) -> AsyncIterator[AsyncRealtimeSession]:
+        """The asyncio twin of ``Client.realtime`` (same options)."""
+        from websockets.asyncio.client import connect
+
+        url = _ws_url(self.url, path)
+        async with connect(
+            url, additional_headers=self.headers, open_timeout=self.timeout, **WS_OPTIONS
+        ) as ws:
+            session = AsyncRealtimeSession(ws, **options)
+            try:
+                yield session
+            finally:
+                await session.close()
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -1,13 +1,32 @@
 """fal's realtime protocol on a WebSocket: binary msgpack frames in and out, errors as
-``x-fal-error`` text frames followed by close 1000."""
+``x-fal-error`` text frames followed by close 1000.
+
+The mode comes from the handler's annotations, as in fal's SDK:
+
+* unary: ``def h(self, input: In) -> Out``; inputs wait in a queue of ``buffering``
+  (oldest dropped when full) and up to ``max_batch_size`` are passed at once
+  (``h(self, *batch)``, cut short by the input's ``can_batch(other, n)``).
+* server-streaming: the handler returns a sync or async iterator of outputs for one input.
+* client-streaming: the first parameter is an ``AsyncIterator[In]``; one output.
+* bidi: an ``AsyncIterator[In]`` in and an async iterator of outputs out.
+
+When a session ends without an error (no input within ``session_timeout``, or a streaming
+handler finished) fal sends a ``TIMEOUT`` error frame before closing; so does falkit.
+Where fal can reorder outputs (a full outgoing queue makes it send around the queue),
+falkit waits for room instead: outputs always leave in order.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import collections.abc
+import contextlib
 import inspect
+import json
 import logging
 import typing
-from collections.abc import Callable
+from collections import deque
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from . import codec
@@ -19,9 +38,32 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("falkit.server")
 
+Mode = Literal["unary", "server_streaming", "client_streaming", "bidi"]
+
+#: Largest realtime frame accepted by default (bytes); ``serve(..., ws_max_size=...)``
+#: changes it per server. Larger frames get an ``INTERNAL_ERROR`` frame.
+DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+
+_TIMEOUT_REASON = "no inputs, reconnect when needed!"
+_ASYNC_ITERATORS = (
+    typing.AsyncIterator,
+    typing.AsyncGenerator,
+    collections.abc.AsyncIterator,
+    collections.abc.AsyncGenerator,
+)
+_SYNC_ITERATORS = (
+    typing.Iterator,
+    typing.Iterable,
+    typing.Generator,
+    collections.abc.Iterator,
+    collections.abc.Iterable,
+    collections.abc.Generator,
+)
+_DONE = object()
+
 
 class ErrorFrame(TypedDict):
-    """The text frame fal sends before closing a realtime session on an error."""
+    """The text frame fal sends before closing a realtime session."""
 
     type: Literal["x-fal-error"]
     error: Literal["INTERNAL_ERROR", "TIMEOUT"]
@@ -29,82 +71,331 @@ class ErrorFrame(TypedDict):
 
 
 def error_frame(error: Literal["INTERNAL_ERROR", "TIMEOUT"], reason: str) -> ErrorFrame:
+    """An ``x-fal-error`` frame (sent as compact JSON text, as Starlette's ``send_json``)."""
     return {"type": "x-fal-error", "error": error, "reason": reason}
 
 
+# -- annotations -> mode and models ------------------------------------------------------
+
+
+def _unwrap(annotation: Any, kinds: tuple[Any, ...]) -> Any:
+    """The item type when ``annotation`` is one of the iterator ``kinds``, else None."""
+    if annotation is None:
+        return None
+    if annotation in kinds:
+        return Any
+    if typing.get_origin(annotation) in kinds:
+        args = typing.get_args(annotation)
+        return args[0] if args else Any
+    return None
+
+
+def _signature_types(handler: Callable[..., Any]) -> tuple[Any, Any]:
+    params = [
+        p
+        for p in inspect.signature(handler).parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+    ]
+    if params and params[0].name in ("self", "cls"):
+        params = params[1:]
+    hints = typing.get_type_hints(handler)
+    first = hints.get(params[0].name) if params else None
+    return first, hints.get("return")
+
+
+def realtime_mode(handler: Callable[..., Any]) -> Mode:
+    """The session mode fal derives from ``handler``'s annotations."""
+    arg, ret = _signature_types(handler)
+    streams_in = _unwrap(arg, _ASYNC_ITERATORS) is not None
+    streams_out = _unwrap(ret, _ASYNC_ITERATORS) is not None
+    if streams_in:
+        return "bidi" if streams_out else "client_streaming"
+    if streams_out or _unwrap(ret, _SYNC_ITERATORS) is not None:
+        return "server_streaming"
+    return "unary"
+
+
 def input_model(handler: Callable[..., Any], spec: RouteSpec) -> Any:
-    """The pydantic model inputs are validated into: ``input_modal`` or the annotation of
-    the handler's first parameter (``None`` when it has none)."""
+    """The model inputs are validated into: ``input_modal``, else the (stream item)
+    annotation of the handler's first parameter; ``None`` passes decoded data as is."""
     if spec.input_modal is not None:
         return spec.input_modal
-    params = list(inspect.signature(handler).parameters.values())
-    if not params:
-        return None
-    hints = typing.get_type_hints(handler)
-    return hints.get(params[0].name)
+    arg, _ = _signature_types(handler)
+    item = _unwrap(arg, _ASYNC_ITERATORS)
+    model = item if item is not None else arg
+    return None if model is Any else model
 
 
 def to_wire(output: Any) -> Any:
     """A handler's output as msgpack-able data: pydantic models become dicts."""
-    if hasattr(output, "model_dump"):
-        return output.model_dump()
     if isinstance(output, dict):
         return output
+    if hasattr(output, "model_dump"):
+        # Not mode="json": tensors and bytes stay native for the msgpack codec.
+        return output.model_dump()
     raise TypeError(f"Expected a dict or pydantic model as output, got {type(output)}")
 
 
-def _validate(model: Any, data: Any) -> Any:
-    if model is None or not hasattr(model, "model_validate"):
-        return data
-    try:
-        return model.model_validate(data)
-    except Exception as exc:
-        raise ProtocolError(f"input does not fit {model.__name__}: {exc}") from exc
+# -- one session -------------------------------------------------------------------------
 
 
-async def _call(handler: Callable[..., Any], arg: Any) -> Any:
+class _SessionEnd(Exception):
+    """The client went away, or sent nothing within ``session_timeout``."""
+
+
+class Session:
+    """One realtime connection: reads and validates inputs, runs the handler in its mode,
+    and writes outputs in order through one bounded outgoing queue."""
+
+    def __init__(
+        self, websocket: WebSocket, handler: Callable[..., Any], spec: RouteSpec, model: Any
+    ) -> None:
+        self.ws = websocket
+        self.handler = handler
+        self.spec = spec
+        self.model = model
+        self.decode = spec.decode_message or codec.decode
+        self.encode = spec.encode_message or codec.encode
+        self.max_size = _max_message_size(websocket)
+        # fal sizes its outgoing queue at 2x buffering; here a full queue means "wait".
+        self.outgoing: asyncio.Queue[Any] = asyncio.Queue(maxsize=2 * (spec.buffering or 1))
+        self.emitter: asyncio.Task[None] | None = None
+
+    # -- inputs --
+
+    async def receive(self) -> Any:
+        """The next validated input; ``_SessionEnd`` on disconnect or idle timeout."""
+        from starlette.websockets import WebSocketDisconnect
+
+        try:
+            message = await asyncio.wait_for(self.ws.receive(), self.spec.session_timeout)
+        except (asyncio.TimeoutError, WebSocketDisconnect):
+            raise _SessionEnd from None
+        if message["type"] == "websocket.disconnect":
+            raise _SessionEnd
+        frame = message.get("bytes")
+        if frame is None:
+            raise ProtocolError("text frames are not accepted: send binary msgpack frames")
+        if len(frame) > self.max_size:
+            raise ProtocolError(
+                f"message of {len(frame)} bytes exceeds the limit of {self.max_size} bytes; "
+                "raise it with falkit.serve(..., ws_max_size=...)"
+            )
+        return self._validate(self.decode(frame))
+
+    def _validate(self, data: Any) -> Any:
+        if self.model is None or not hasattr(self.model, "model_validate"):
+            return data
+        try:
+            return self.model.model_validate(data)
+        except Exception as exc:
+            raise ProtocolError(f"input does not fit {self.model.__name__}: {exc}") from exc
+
+    async def inputs(self) -> AsyncIterator[Any]:
+        """Inputs as an async iterator (client-streaming and bidi); ends like fal's."""
+        while True:
+            try:
+                item = await self.receive()
+            except _SessionEnd:
+                return
+            yield item
+
+    # -- outputs --
+
+    async def emit(self, output: Any) -> None:
+        """Queue one output for sending, in order; ``_SessionEnd`` once the client is gone."""
+        frame = self.encode(to_wire(output))
+        try:
+            self.outgoing.put_nowait(frame)
+            return
+        except asyncio.QueueFull:
+            pass
+        # Waiting for room keeps order (fal sends around a full queue and can reorder),
+        # but not forever: a dead emitter means the client is gone.
+        put = asyncio.ensure_future(self.outgoing.put(frame))
+        await asyncio.wait({put, self.emitter or put}, return_when=asyncio.FIRST_COMPLETED)
+        if not put.done():
+            put.cancel()
+            raise _SessionEnd
+
+    async def _emitter(self) -> None:
+        while True:
+            frame = await self.outgoing.get()
+            try:
+                if frame is _DONE:
+                    return
+                await self.ws.send_bytes(frame)
+            finally:
+                self.outgoing.task_done()
+
+    # -- the whole session --
+
+    async def run(self, mode: Mode) -> None:
+        from starlette.websockets import WebSocketDisconnect
+
+        await self.ws.accept()
+        emitter = self.emitter = asyncio.create_task(self._emitter())
+        try:
+            await _MODES[mode](self)
+            await self._drain(emitter)
+        except (_SessionEnd, WebSocketDisconnect):
+            emitter.cancel()
+            return
+        except Exception as exc:
+            if not isinstance(exc, ProtocolError):
+                logger.exception("realtime handler %s failed", self.spec.method)
+            if await self._drain(emitter):
+                await self._close_with(error_frame("INTERNAL_ERROR", str(exc)))
+            return
+        await self._close_with(error_frame("TIMEOUT", _TIMEOUT_REASON))
+
+    async def _drain(self, emitter: asyncio.Task[None]) -> bool:
+        """Send what is queued, then stop the emitter; False when the client is gone."""
+        if emitter.done():
+            return emitter.exception() is None
+        await self.outgoing.put(_DONE)
+        with contextlib.suppress(Exception):
+            await emitter
+        return emitter.exception() is None if not emitter.cancelled() else False
+
+    async def _close_with(self, frame: ErrorFrame) -> None:
+        # The client may already be gone; nothing is left to tell it then.
+        with contextlib.suppress(Exception):
+            await self.ws.send_text(json.dumps(frame, separators=(",", ":")))
+            await self.ws.close(1000)
+
+
+def _max_message_size(websocket: WebSocket) -> int:
+    state = getattr(websocket.app, "state", None)
+    return getattr(state, "ws_max_size", None) or DEFAULT_MAX_MESSAGE_SIZE
+
+
+async def _call(handler: Callable[..., Any], *args: Any) -> Any:
     if inspect.iscoroutinefunction(handler):
-        return await handler(arg)
+        return await handler(*args)
     # Sync handlers run in a worker thread: the event loop keeps serving other sessions.
-    return await asyncio.to_thread(handler, arg)
+    return await asyncio.to_thread(handler, *args)
+
+
+def _next_or_done(iterator: typing.Iterator[Any]) -> Any:
+    return next(iterator, _DONE)
+
+
+async def _outputs(result: Any) -> AsyncIterator[Any]:
+    """Iterate a handler's sync or async iterator; sync steps run in a worker thread."""
+    if hasattr(result, "__aiter__"):
+        async for item in result:
+            yield item
+        return
+    if isinstance(result, dict) or not hasattr(result, "__iter__"):
+        raise TypeError(f"Expected an iterator of outputs, got {type(result)}")
+    iterator = iter(result)
+    while (item := await asyncio.to_thread(_next_or_done, iterator)) is not _DONE:
+        yield item
+
+
+# -- modes -------------------------------------------------------------------------------
+
+
+async def _unary(session: Session) -> None:
+    """Inputs are read in the background into a queue of ``buffering`` (oldest dropped);
+    the handler takes batches from it until the client goes idle or away."""
+    queue: deque[Any] = deque(maxlen=session.spec.buffering)
+    ready = asyncio.Event()
+    reader = asyncio.create_task(_read_into(session, queue, ready))
+    try:
+        while True:
+            if not queue:
+                if reader.done():
+                    reader.result()
+                    return
+                ready.clear()
+                await ready.wait()
+                continue
+            batch = _take_batch(queue, session.spec.max_batch_size)
+            await session.emit(await _call(session.handler, *batch))
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, _SessionEnd):
+            await reader
+
+
+async def _read_into(session: Session, queue: deque[Any], ready: asyncio.Event) -> None:
+    try:
+        while True:
+            queue.append(await session.receive())
+            ready.set()
+    except _SessionEnd:
+        return
+    finally:
+        ready.set()
+
+
+def _take_batch(queue: deque[Any], max_batch_size: int) -> list[Any]:
+    first = queue.popleft()
+    batch = [first]
+    can_batch = getattr(first, "can_batch", None)
+    while queue and len(batch) < max_batch_size:
+        if can_batch is not None and not can_batch(queue[0], len(batch)):
+            break
+        batch.append(queue.popleft())
+    return batch
+
+
+async def _server_streaming(session: Session) -> None:
+    try:
+        first = await session.receive()
+    except _SessionEnd:
+        return  # fal closes with its TIMEOUT frame here too
+    if inspect.isasyncgenfunction(session.handler):
+        result = session.handler(first)
+    else:
+        result = await _call(session.handler, first)
+    async for output in _outputs(result):
+        await session.emit(output)
+
+
+async def _client_streaming(session: Session) -> None:
+    if not inspect.iscoroutinefunction(session.handler):
+        raise TypeError("client-streaming realtime handlers must be `async def`")
+    result = await session.handler(session.inputs())
+    if hasattr(result, "__aiter__"):
+        raise TypeError("Expected a single output for client-streaming realtime")
+    await session.emit(result)
+
+
+async def _bidi(session: Session) -> None:
+    handler = session.handler
+    if inspect.isasyncgenfunction(handler):
+        result = handler(session.inputs())
+    elif inspect.iscoroutinefunction(handler):
+        result = await handler(session.inputs())
+    else:
+        raise TypeError("bidirectional realtime handlers must be `async def`")
+    if not hasattr(result, "__aiter__"):
+        raise TypeError("Expected an async iterator output for bidirectional realtime")
+    async for output in result:
+        await session.emit(output)
+
+
+_MODES: dict[Mode, Callable[[Session], typing.Awaitable[None]]] = {
+    "unary": _unary,
+    "server_streaming": _server_streaming,
+    "client_streaming": _client_streaming,
+    "bidi": _bidi,
+}
 
 
 def realtime_endpoint(handler: Callable[..., Any], spec: RouteSpec) -> Callable[[WebSocket], Any]:
     """The WebSocket endpoint serving ``handler`` (a bound method) over fal's protocol."""
-    from fastapi import WebSocket, WebSocketDisconnect
+    from fastapi import WebSocket
 
+    mode = realtime_mode(handler)
     model = input_model(handler, spec)
 
     async def session(websocket: WebSocket) -> None:
-        await websocket.accept()
-        try:
-            while True:
-                message = await asyncio.wait_for(websocket.receive(), spec.session_timeout)
-                if message["type"] == "websocket.disconnect":
-                    return
-                frame = message.get("bytes")
-                if frame is None:
-                    raise ProtocolError("text frames are not accepted: send binary msgpack")
-                output = await _call(handler, _validate(model, codec.decode(frame)))
-                await websocket.send_bytes(codec.encode(to_wire(output)))
-        except WebSocketDisconnect:
-            return
-        except asyncio.TimeoutError:
-            await _close_with(
-                websocket, error_frame("TIMEOUT", "no inputs, reconnect when needed!")
-            )
-        except Exception as exc:
-            if not isinstance(exc, ProtocolError):
-                logger.exception("realtime handler %s failed", spec.method)
-            await _close_with(websocket, error_frame("INTERNAL_ERROR", str(exc)))
+        await Session(websocket, handler, spec, model).run(mode)
 
     # This module uses string annotations; FastAPI needs the real class to inject it.
     session.__annotations__["websocket"] = WebSocket
     return session
-
-
-async def _close_with(websocket: WebSocket, frame: ErrorFrame) -> None:
-    import json
-
-    await websocket.send_text(json.dumps(frame, separators=(",", ":")))
-    await websocket.close(1000)

@@ -23,6 +23,7 @@ from .app import App
 from .asgi import build_asgi, call_hook
 from .devices import DeviceSpec, describe_device
 from .exceptions import AppDefinitionError, PortInUseError, ServerNotRunning, SetupError
+from .realtime import DEFAULT_MAX_MESSAGE_SIZE
 
 if TYPE_CHECKING:
     from starlette.types import Receive, Scope, Send
@@ -116,9 +117,12 @@ class Server:
     """A running App: ``url``, ``routes``, ``client``, ``logs()`` and ``stop()``.
     Made by ``falkit.serve``; works in a kernel and in a plain script alike."""
 
-    def __init__(self, app_cls: type[App], *, host: str, port: int) -> None:
+    def __init__(
+        self, app_cls: type[App], *, host: str, port: int, ws_max_size: int | None = None
+    ) -> None:
         self.app_cls = _check_app_class(app_cls)
         self.host = host
+        self.ws_max_size = ws_max_size or DEFAULT_MAX_MESSAGE_SIZE
         self.ring = LogRing()
         self.setup_seconds: float | None = None
         self.last_action = ""
@@ -249,6 +253,9 @@ class Server:
             interface="asgi3",
             access_log=False,
             timeout_graceful_shutdown=5,
+            # The realtime layer enforces ``ws_max_size`` itself and answers an oversize
+            # frame with fal's error frame; uvicorn's cap (a bare 1009 close) sits above.
+            ws_max_size=4 * self.ws_max_size,
         )
         self._uvicorn = uvicorn.Server(config)
         try:
@@ -275,6 +282,7 @@ class Server:
     def _install(self, instance: App) -> None:
         self._instance = instance
         self._asgi = build_asgi(instance, lifespan=False)
+        self._asgi.state.ws_max_size = self.ws_max_size
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         # One attribute read per request; a hot swap replaces ``_asgi`` atomically, so a
@@ -342,7 +350,12 @@ def _can_swap(old: Server, app_cls: type[App], *, port: int | None, host: str, f
 
 
 def serve(
-    app_cls: type[App], *, port: int | None = None, host: str = "127.0.0.1", fresh: bool = False
+    app_cls: type[App],
+    *,
+    port: int | None = None,
+    host: str = "127.0.0.1",
+    fresh: bool = False,
+    ws_max_size: int | None = None,
 ) -> Server:
     """Serve ``app_cls`` from a background thread and return the running ``Server``.
 
@@ -353,10 +366,13 @@ def serve(
         server = falkit.serve(MyApp)
         server.client.call("/", {"prompt": "hi"})
         server.stop()
+
+    ``ws_max_size`` is the largest realtime frame accepted, in bytes (default 16 MiB).
     """
     app_cls = _check_app_class(app_cls)
     with _registry_lock:
         old = _registry.get(app_cls.app_name)
+        fresh = fresh or (old is not None and ws_max_size not in (None, old.ws_max_size))
         if old is not None and _can_swap(old, app_cls, port=port, host=host, fresh=fresh):
             old._swap(app_cls)
             return old
@@ -366,7 +382,7 @@ def serve(
             action = "restarted: " + ("fresh requested" if fresh else "setup changed")
             port = old.port if port is None else port
             old.stop()
-        server = Server(app_cls, host=host, port=port or 0)._start()
+        server = Server(app_cls, host=host, port=port or 0, ws_max_size=ws_max_size)._start()
         if old is None:
             action = f"started in {time.perf_counter() - began:.2f} s"
         server.last_action = action
