@@ -1,0 +1,307 @@
+"""A dev server's safe defaults, as one pure ASGI middleware (``Guard``) in front of the app:
+an API key (``Authorization: Key <key>``, fal's header), a CORS allow-list that also
+governs WebSocket origins, and a request body limit answered with 413.
+
+Why an ``Origin`` not on the list is refused, not merely left without CORS headers: a web
+page the user visits can still *send* a simple cross-site POST to ``127.0.0.1`` (the browser
+only hides the answer), which would run a handler on the user's GPU. So a request carrying
+a foreign ``Origin`` gets 403 before it reaches a handler, a WebSocket handshake gets 403
+too, and the same origin as the server (its ``/docs`` page) always passes. Clients that are
+not browsers (httpx, websockets, fal_client, curl) send no ``Origin`` and are unaffected.
+
+Hot path: with no key and no allow-list, a request costs one scan of its header list (for
+``content-length``, ``origin`` and ``transfer-encoding``) and nothing else.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+#: Largest request body accepted by default (bytes); ``serve(..., max_body_size=...)``.
+DEFAULT_MAX_BODY_SIZE = 64 * 1024 * 1024
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+_PREFLIGHT_MAX_AGE = b"600"
+
+
+def new_key() -> str:
+    """A fresh random API key (32 bytes of entropy, URL-safe)."""
+    return secrets.token_urlsafe(32)
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (``127.0.0.0/8``, ``::1``)."""
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def auth_headers(key: str | None) -> dict[str, str]:
+    """The headers a client sends to a server guarded by ``key`` (none when ``None``)."""
+    return {"Authorization": f"Key {key}"} if key else {}
+
+
+@dataclass(frozen=True)
+class SecuritySpec:
+    """What ``Guard`` enforces: ``api_key`` (``None``: no key needed), the allowed browser
+    ``cors_origins`` (``"*"`` allows any) and ``max_body_size`` in bytes (``None``: no
+    limit)."""
+
+    api_key: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    max_body_size: int | None = DEFAULT_MAX_BODY_SIZE
+
+    @classmethod
+    def of(
+        cls,
+        host: str,
+        auth: bool | str | None,
+        cors_origins: Iterable[str] | None,
+        max_body_size: int | None,
+    ) -> SecuritySpec:
+        """The spec for a server on ``host``: ``auth=None`` means a key is generated exactly
+        when ``host`` is not loopback; ``True`` always generates one, a string is the key,
+        ``False`` turns keys off. Raises ``ValueError`` on a malformed option."""
+        if isinstance(auth, str):
+            if not auth.strip() or any(c.isspace() for c in auth):
+                raise ValueError("auth must be a non-empty key without spaces, True or False")
+            key: str | None = auth
+        elif auth is None:
+            key = None if is_loopback(host) else new_key()
+        elif isinstance(auth, bool):
+            key = new_key() if auth else None
+        else:
+            raise ValueError(f"auth must be True, False, None or a key string, got {auth!r}")
+        origins = tuple(
+            _origin(o)
+            for o in ([cors_origins] if isinstance(cors_origins, str) else cors_origins or ())
+        )
+        if max_body_size is not None and (
+            not isinstance(max_body_size, int)
+            or isinstance(max_body_size, bool)
+            or max_body_size < 1
+        ):
+            raise ValueError(f"max_body_size must be a positive int or None, got {max_body_size!r}")
+        return cls(key, origins, max_body_size)
+
+    def allows(self, origin: str) -> bool:
+        return "*" in self.cors_origins or origin.rstrip("/") in self.cors_origins
+
+
+def _origin(value: str) -> str:
+    if value == "*":
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+        raise ValueError(
+            f"cors origin {value!r} must look like 'https://example.com' or "
+            "'http://localhost:3000' (scheme and host, no path), or be '*'"
+        )
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def guard(app: ASGIApp, spec: SecuritySpec) -> ASGIApp:
+    """``app`` behind ``spec``'s checks (``app`` itself when there is nothing to check)."""
+    if spec == SecuritySpec(max_body_size=None):
+        return app
+    return Guard(app, spec)
+
+
+class _Headers:
+    """The few request headers the guard reads, from one pass over the raw list."""
+
+    __slots__ = ("authorization", "chunked", "content_length", "host", "origin")
+
+    def __init__(self, raw: Iterable[tuple[bytes, bytes]]) -> None:
+        self.authorization = self.origin = self.host = b""
+        self.content_length: bytes | None = None
+        self.chunked = False
+        for name, value in raw:
+            if name == b"content-length":
+                self.content_length = value
+            elif name == b"origin":
+                self.origin = value
+            elif name == b"authorization":
+                self.authorization = value
+            elif name == b"host":
+                self.host = value
+            elif name == b"transfer-encoding":
+                self.chunked = b"chunked" in value.lower()
+
+
+class Guard:
+    """ASGI middleware enforcing a ``SecuritySpec`` on HTTP requests and WebSocket
+    handshakes; lifespan and other scopes pass through untouched."""
+
+    def __init__(self, app: ASGIApp, spec: SecuritySpec) -> None:
+        self.app = app
+        self.spec = spec
+        self._key = f"Key {spec.api_key}".encode() if spec.api_key else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers = _Headers(scope["headers"])
+        origin = headers.origin.decode("latin-1")
+        foreign = (
+            bool(origin)
+            and not self._same_origin(origin, headers)
+            and not (self.spec.allows(origin))
+        )
+        if kind == "websocket":
+            await self._websocket(scope, receive, send, headers, foreign, origin)
+            return
+        if scope["method"] == "OPTIONS" and origin and _is_preflight(scope):
+            await self._preflight(send, origin, foreign)
+            return
+        refusal = self._refusal(headers, foreign, origin)
+        if refusal is not None:
+            await _reply(send, *refusal)
+            return
+        if headers.chunked and self.spec.max_body_size is not None:
+            receive = await self._buffered(receive, send)
+            if receive is None:
+                return
+        if origin and not foreign:
+            send = _with_cors(send, origin)
+        await self.app(scope, receive, send)
+
+    # -- decisions --
+
+    def _same_origin(self, origin: str, headers: _Headers) -> bool:
+        return urlsplit(origin).netloc.encode("latin-1") == headers.host
+
+    def _authorized(self, headers: _Headers) -> bool:
+        return self._key is None or hmac.compare_digest(headers.authorization, self._key)
+
+    def _refusal(self, headers: _Headers, foreign: bool, origin: str) -> tuple[int, str] | None:
+        if foreign:
+            return 403, (
+                f"origin {origin} is not allowed; serve with cors_origins=[{origin!r}] "
+                "to let that page call this server"
+            )
+        if not self._authorized(headers):
+            return 401, "missing or wrong API key: send the header 'Authorization: Key <key>'"
+        limit = self.spec.max_body_size
+        if limit is not None and headers.content_length is not None:
+            try:
+                size = int(headers.content_length)
+            except ValueError:
+                return 400, "malformed Content-Length header"
+            if size > limit:
+                return 413, _too_large(size, limit)
+        return None
+
+    # -- answers --
+
+    async def _websocket(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: _Headers,
+        foreign: bool,
+        origin: str,
+    ) -> None:
+        if foreign or not self._authorized(headers):
+            # Closing before accepting makes the server answer the handshake with 403.
+            message = await receive()
+            if message["type"] == "websocket.connect":
+                await send({"type": "websocket.close", "code": 1008})
+            return
+        await self.app(scope, receive, send)
+
+    async def _preflight(self, send: Send, origin: str, foreign: bool) -> None:
+        if foreign:
+            await _reply(send, 403, f"origin {origin} is not allowed (CORS preflight)")
+            return
+        headers = [
+            (b"access-control-allow-origin", origin.encode("latin-1")),
+            (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
+            (b"access-control-allow-headers", b"authorization, content-type, accept"),
+            (b"access-control-max-age", _PREFLIGHT_MAX_AGE),
+            (b"vary", b"Origin"),
+            (b"content-length", b"0"),
+        ]
+        await send({"type": "http.response.start", "status": 204, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def _buffered(self, receive: Receive, send: Send) -> Receive | None:
+        """A chunked body is read up to the limit first (it declares no length); the app
+        then reads it from memory. ``None`` when it was too large (413 already sent)."""
+        limit = self.spec.max_body_size
+        assert limit is not None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return _replay([message], receive)
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > limit:
+                await _reply(send, 413, _too_large(size, limit, at_least=True))
+                return None
+            if not message.get("more_body", False):
+                body = b"".join(chunks)
+                message = {"type": "http.request", "body": body, "more_body": False}
+                return _replay([message], receive)
+
+
+def _is_preflight(scope: Scope) -> bool:
+    return any(name == b"access-control-request-method" for name, _ in scope["headers"])
+
+
+def _too_large(size: int, limit: int, *, at_least: bool = False) -> str:
+    more = "more than " if at_least else ""
+    return (
+        f"request body of {more}{size} bytes exceeds the limit of {limit} bytes; "
+        "raise it with falkit.serve(..., max_body_size=...)"
+    )
+
+
+def _replay(messages: list[Message], then: Receive) -> Receive:
+    pending = list(messages)
+
+    async def receive() -> Message:
+        # After the buffered body, the real channel: a streaming response listens on it for
+        # the client's disconnect.
+        return pending.pop(0) if pending else await then()
+
+    return receive
+
+
+def _with_cors(send: Send, origin: str) -> Send:
+    value = origin.encode("latin-1")
+
+    async def send_with_cors(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [
+                *message.get("headers", ()),
+                (b"access-control-allow-origin", value),
+                (b"vary", b"Origin"),
+            ]
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return send_with_cors
+
+
+async def _reply(send: Send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    headers: list[Any] = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if status == 401:
+        headers.append((b"www-authenticate", b"Key"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
