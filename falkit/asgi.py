@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+from ._gateway import FalGateway
+from ._openapi import install_fal_openapi
 from .routes import RouteSpec
 
 logger = logging.getLogger("falkit.server")
@@ -134,4 +136,7 @@ def build_asgi(instance: App, *, lifespan: bool = True) -> FastAPI:
     for spec in cls.routes():
         _add_route(app, instance, spec)
     app.add_middleware(FalURLLayout, app_name=cls.app_name)
+    # Outermost: fal's queue and token endpoints (``/.fal/...``) for ``fal_client``.
+    app.add_middleware(FalGateway)
+    install_fal_openapi(app, instance)
     return app

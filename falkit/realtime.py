@@ -126,6 +126,19 @@ def input_model(handler: Callable[..., Any], spec: RouteSpec) -> Any:
     return None if model is Any else model
 
 
+def output_model(handler: Callable[..., Any], spec: RouteSpec) -> Any:
+    """The model outputs are documented as: ``output_modal``, else the (stream item)
+    return annotation; ``None`` when it is ``Any`` or missing."""
+    if spec.output_modal is not None:
+        return spec.output_modal
+    _, ret = _signature_types(handler)
+    item = _unwrap(ret, _ASYNC_ITERATORS)
+    if item is None:
+        item = _unwrap(ret, _SYNC_ITERATORS)
+    model = item if item is not None else ret
+    return None if model is Any else model
+
+
 def to_wire(output: Any) -> Any:
     """A handler's output as msgpack-able data: pydantic models become dicts."""
     if isinstance(output, dict):

@@ -1,0 +1,177 @@
+"""The few fal platform endpoints that clients built for fal (``fal_client``) call besides
+an app's own routes, answered locally under ``/.fal/``:
+
+* the queue API (``fal_client.submit`` / ``status`` / ``result`` / ``cancel``) at
+  ``/.fal/queue/<owner>/<app>/<path>`` and ``.../requests/<id>[/status|/cancel]``;
+* realtime tokens (``POST /.fal/rest/tokens/``): a local server needs none, so any
+  caller gets a placeholder token, which the realtime route ignores.
+
+``falkit.compat.use_fal_client`` points ``fal_client`` here. Queued requests run at
+once, in the background, through the app's ASGI stack; results are kept for the last
+``MAX_KEPT`` requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+PREFIX = "/.fal"
+QUEUE = PREFIX + "/queue/"
+TOKENS = PREFIX + "/rest/tokens"
+MAX_KEPT = 1000
+
+
+@dataclass
+class _Request:
+    """One queued request: its task, and once done the app's status, headers, body."""
+
+    task: asyncio.Task[None] | None = None
+    status: int = 0
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    body: bytearray = field(default_factory=bytearray)
+
+    @property
+    def done(self) -> bool:
+        return self.task is not None and self.task.done()
+
+
+class FalGateway:
+    """ASGI middleware answering ``/.fal/...``; everything else goes to ``app``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.requests: OrderedDict[str, _Request] = OrderedDict()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith(PREFIX + "/"):
+            await self.app(scope, receive, send)
+        elif path.rstrip("/") == TOKENS and scope["method"] == "POST":
+            await _json(send, 200, "falkit-local-token")
+        elif path.startswith(QUEUE):
+            await self._queue(scope, receive, send, path[len(QUEUE) :].strip("/").split("/"))
+        else:
+            await _json(send, 404, {"detail": f"Path {path} not found"})
+
+    async def _queue(self, scope: Scope, receive: Receive, send: Send, parts: list[str]) -> None:
+        if len(parts) < 2:
+            await _json(send, 404, {"detail": "expected /.fal/queue/<owner>/<app>/..."})
+            return
+        base = f"{_origin(scope)}{QUEUE}{parts[0]}/{parts[1]}/requests"
+        rest = parts[2:]
+        if rest[:1] == ["requests"] and len(rest) >= 2:
+            await self._lookup(send, scope["method"], base, rest[1], rest[2:])
+        elif scope["method"] == "POST":
+            await self._submit(scope, receive, send, base, "/" + "/".join(rest))
+        else:
+            await _json(send, 405, {"detail": "Method Not Allowed"})
+
+    async def _submit(self, scope: Scope, receive: Receive, send: Send, base: str, path: str):
+        body = await _read_body(receive)
+        request_id = str(uuid.uuid4())
+        entry = _Request()
+        entry.task = asyncio.create_task(self._run(entry, scope, path, body))
+        self.requests[request_id] = entry
+        while len(self.requests) > MAX_KEPT:
+            self.requests.popitem(last=False)
+        await _json(send, 200, _urls(base, request_id) | {"status": "IN_QUEUE"})
+
+    async def _run(self, entry: _Request, scope: Scope, path: str, body: bytes) -> None:
+        inner = dict(scope, path=path, raw_path=path.encode(), query_string=b"")
+        sent = False
+
+        async def receive() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await asyncio.Event().wait()  # the "client" of a queued request never leaves
+            raise AssertionError("unreachable")
+
+        async def collect(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                entry.status = message["status"]
+                entry.headers = list(message.get("headers", []))
+            elif message["type"] == "http.response.body":
+                entry.body += message.get("body", b"")
+
+        try:
+            await self.app(inner, receive, collect)
+        except Exception:
+            if not entry.status:
+                entry.status, entry.body = 500, bytearray(b'{"detail":"Internal Server Error"}')
+
+    async def _lookup(self, send: Send, method: str, base: str, rid: str, tail: list[str]):
+        entry = self.requests.get(rid)
+        if entry is None:
+            await _json(send, 404, {"detail": f"Request {rid} not found"})
+        elif tail == ["status"]:
+            await _json(send, 200, _status(entry, base, rid))
+        elif tail == ["cancel"] and method == "PUT":
+            if entry.task is not None and not entry.done:
+                entry.task.cancel()
+            await _json(send, 202, {"status": "CANCELLATION_REQUESTED"})
+        elif not tail and not entry.done:
+            await _json(send, 400, {"detail": "Request is still in progress"})
+        elif not tail:
+            await _raw(send, entry.status or 500, entry.headers, bytes(entry.body))
+        else:
+            await _json(send, 404, {"detail": "Not Found"})
+
+
+def _status(entry: _Request, base: str, rid: str) -> dict[str, Any]:
+    common = {"request_id": rid, "response_url": f"{base}/{rid}", "logs": None}
+    if not entry.done:
+        return common | {"status": "IN_PROGRESS"}
+    return common | {"status": "COMPLETED", "metrics": {}}
+
+
+def _urls(base: str, rid: str) -> dict[str, str]:
+    url = f"{base}/{rid}"
+    return {
+        "request_id": rid,
+        "response_url": url,
+        "status_url": url + "/status",
+        "cancel_url": url + "/cancel",
+    }
+
+
+def _origin(scope: Scope) -> str:
+    headers = dict(scope.get("headers", []))
+    host = headers.get(b"host", b"").decode("latin-1")
+    if not host and scope.get("server"):
+        server_host, port = scope["server"]
+        host = f"{server_host}:{port}"
+    return f"{scope.get('scheme', 'http')}://{host}"
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    return b"".join(chunks)
+
+
+async def _json(send: Send, status: int, data: Any) -> None:
+    body = json.dumps(data, separators=(",", ":")).encode()
+    await _raw(send, status, [(b"content-type", b"application/json")], body)
+
+
+async def _raw(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    kept = [(k, v) for k, v in headers if k.lower() != b"content-length"]
+    kept.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": kept})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,76 @@
+"""Point the real ``fal_client`` package (``pip install fal-client``) at a local falkit
+server, so code written for fal runs unchanged against the app in your notebook::
+
+    server = falkit.serve(MyApp)
+    with falkit.compat.use_fal_client(server) as app_id:      # "local/my-app"
+        fal_client.run(app_id, {"prompt": "hi"})
+        for event in fal_client.stream(app_id, {"prompt": "hi"}): ...
+        handle = fal_client.submit(app_id, {"prompt": "hi"}); handle.get()
+        with fal_client.realtime(app_id) as rt: rt.send({...}); rt.recv()
+
+How: fal_client builds its URLs from module constants fixed at import
+(``https://{FAL_RUN_HOST}/``, ``https://{FAL_QUEUE_RUN_HOST}/``, ``wss://...``), so the
+``FAL_RUN_HOST`` environment variables cannot switch it to plain ``http``/``ws`` on
+loopback. The helper swaps those constants (and ``REST_URL``, where realtime tokens come
+from) for the server's URLs and puts them back on exit; it sets ``FAL_KEY`` to a
+placeholder when none is set. The server answers fal's URL layout
+``/<owner>/<app-name>/...``, the queue API and token requests (``falkit._gateway``).
+The swap is process-wide: while it is active every ``fal_client`` call goes to the local
+server, from any thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from .exceptions import FalkitError
+
+__all__ = ["use_fal_client"]
+
+_PLACEHOLDER_KEY = "falkit-local:placeholder"
+
+
+def _fal_client_module() -> Any:
+    try:
+        import fal_client.client as module
+    except ImportError:
+        raise FalkitError(
+            "fal_client is not installed; install it with `pip install fal-client`"
+        ) from None
+    return module
+
+
+def _urls(base: str) -> dict[str, str]:
+    base = base.rstrip("/")
+    ws = "ws" + base[len("http") :]
+    return {
+        "RUN_URL_FORMAT": f"{base}/",
+        "QUEUE_URL_FORMAT": f"{base}/.fal/queue/",
+        "REALTIME_URL_FORMAT": f"{ws}/",
+        "REST_URL": f"{base}/.fal/rest",
+    }
+
+
+@contextlib.contextmanager
+def use_fal_client(server: Any, *, owner: str = "local") -> Iterator[str]:
+    """Route ``fal_client`` (run, stream, submit/status/result/cancel, realtime) to
+    ``server`` (a running ``falkit.Server``) and yield the app id to call it by,
+    ``"<owner>/<app-name>"``. Everything is restored on exit, even after an error."""
+    module = _fal_client_module()
+    saved = {name: getattr(module, name) for name in _urls(server.url)}
+    saved_key = os.environ.get("FAL_KEY")
+    try:
+        for name, value in _urls(server.url).items():
+            setattr(module, name, value)
+        if saved_key is None and not os.environ.get("FAL_KEY_ID"):
+            # fal_client refuses to run without credentials; a local server needs none.
+            os.environ["FAL_KEY"] = _PLACEHOLDER_KEY
+        yield f"{owner}/{server.app_name}"
+    finally:
+        for name, value in saved.items():
+            setattr(module, name, value)
+        if saved_key is None:
+            os.environ.pop("FAL_KEY", None)
