@@ -13,6 +13,7 @@ from typing import Any
 # does) would rebind the package attribute ``realtime`` from the decorator to the module.
 from . import realtime as _realtime_module  # noqa: F401, I001
 from .app import App
+from .bench import BenchReport, bench
 from .client import AsyncClient, Client
 from .exceptions import (
     AppDefinitionError,
@@ -35,6 +36,7 @@ __all__ = [
     "App",
     "AppDefinitionError",
     "AsyncClient",
+    "BenchReport",
     "Client",
     "ClientError",
     "FalkitError",
@@ -47,6 +49,7 @@ __all__ = [
     "ServerError",
     "ServerNotRunning",
     "SetupError",
+    "bench",
     "endpoint",
     "get_server",
     "realtime",

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._gateway import FalGateway
 from ._openapi import install_fal_openapi
+from ._timing import ServerTiming, timed
 from .routes import RouteSpec
 
 logger = logging.getLogger("falkit.server")
@@ -84,7 +85,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 def _add_route(app: FastAPI, instance: App, spec: RouteSpec) -> None:
     handler = getattr(instance, spec.method)
     if spec.kind == "http":
-        app.add_api_route(spec.path, handler, methods=["POST"], name=spec.method)
+        app.add_api_route(spec.path, timed(handler), methods=["POST"], name=spec.method)
     elif spec.kind == "websocket":
         app.add_api_websocket_route(spec.path, handler, name=spec.method)
     else:
@@ -135,6 +136,7 @@ def build_asgi(instance: App, *, lifespan: bool = True) -> FastAPI:
     app.add_api_route("/health", _health_route(instance), methods=["GET"], name="health")
     for spec in cls.routes():
         _add_route(app, instance, spec)
+    app.add_middleware(ServerTiming)  # the Server-Timing header (see _timing)
     app.add_middleware(FalURLLayout, app_name=cls.app_name)
     # Outermost: fal's queue and token endpoints (``/.fal/...``) for ``fal_client``.
     app.add_middleware(FalGateway)

@@ -79,12 +79,20 @@ def _parser() -> argparse.ArgumentParser:
     logs.add_argument("-n", type=int, default=50)
     playground = sub.add_parser("playground", add_help=False)
     playground.add_argument("name")
+    bench = sub.add_parser("bench", add_help=False)
+    bench.add_argument("name")
+    bench.add_argument("path", nargs="?", default="/")
+    bench.add_argument("-n", type=int, default=1000)
+    bench.add_argument("-c", type=int, default=8)
+    bench.add_argument("--payload", default="null")
+    bench.add_argument("--duration", type=float, default=30.0)
     return root
 
 
 USAGE = (
     "usage: %fal serve NAME [--port N] [--host H] [--fresh] | %fal stop NAME | "
-    "%fal stop --all | %fal ls | %fal logs NAME [-n N] | %fal playground NAME"
+    "%fal stop --all | %fal ls | %fal logs NAME [-n N] | %fal playground NAME | "
+    "%fal bench NAME PATH [-n N] [-c C] [--payload JSON] [--duration S]"
 )
 
 
@@ -154,6 +162,29 @@ class FalMagic:
         from .server import get_server
 
         print(get_server(args.name).logs(args.n) or "(no logs yet)")
+
+    def _bench(self, args: argparse.Namespace) -> None:
+        import json
+
+        from IPython.core.error import UsageError
+        from IPython.display import display
+
+        from .bench import bench
+        from .exceptions import FalkitError
+        from .server import get_server
+
+        try:
+            payload = json.loads(args.payload)
+        except ValueError as exc:
+            raise UsageError(f"%fal bench: --payload is not JSON: {exc}") from None
+        server = get_server(args.name)
+        try:
+            report = bench(
+                server, args.path, n=args.n, c=args.c, payload=payload, duration=args.duration
+            )
+        except FalkitError as exc:
+            raise UsageError(f"%fal bench: {exc}") from None
+        display(report)
 
     def _playground(self, args: argparse.Namespace) -> Any:
         from IPython.display import display
