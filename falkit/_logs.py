@@ -115,6 +115,13 @@ _handler = _RingHandler()
 _handler.setFormatter(logging.Formatter("%(message)s"))
 
 
+def ensure_routed() -> None:
+    """Cheap per-request check: re-wrap sys.stdout/sys.stderr if something (``%%capture``,
+    ``redirect_stdout``, a test's capture) swapped them since ``install()``."""
+    if not (isinstance(sys.stdout, _RoutedStream) and isinstance(sys.stderr, _RoutedStream)):
+        install()
+
+
 def install() -> None:
     """Route prints and logs made in server contexts to their rings (idempotent; re-wraps
     sys.stdout/sys.stderr if something replaced them since)."""

@@ -29,7 +29,14 @@ async def call_hook(fn: Callable[[], Any]) -> Any:
     worker thread so that a server already serving stays responsive meanwhile."""
     if inspect.iscoroutinefunction(fn):
         return await fn()
-    result = await asyncio.to_thread(fn)
+    try:
+        result = await asyncio.to_thread(fn)
+    except RuntimeError as exc:
+        # At interpreter exit (the atexit hook stopping servers) the executor refuses new
+        # work; nothing else is served by then, so the hook runs right here.
+        if "after shutdown" not in str(exc) and "interpreter shutdown" not in str(exc):
+            raise
+        result = fn()
     if inspect.isawaitable(result):
         result = await result
     return result
