@@ -52,11 +52,22 @@ __all__ = [
     "bench",
     "endpoint",
     "get_server",
+    "playground",
     "realtime",
     "serve",
     "servers",
     "stop_all",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # ``falkit.playground(server)`` without importing ipywidgets on ``import falkit``:
+    # the playground package is imported on first use, and is itself callable.
+    if name == "playground":
+        import importlib
+
+        return importlib.import_module(".playground", __name__)
+    raise AttributeError(f"module 'falkit' has no attribute {name!r}")
 
 
 def load_ipython_extension(ipython: Any) -> None:

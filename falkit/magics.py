@@ -135,7 +135,11 @@ class FalMagic:
         from .server import serve
 
         server = serve(self._app_class(args.name), port=args.port, host=args.host, fresh=args.fresh)
-        display(server)
+        # The card widget adds a "playground" button; its text and HTML parts are the
+        # plain card's, so front ends without widgets show (and nbval compares) the same.
+        from .playground import serve_card
+
+        display(serve_card(server))
 
     def _stop(self, args: argparse.Namespace) -> None:
         from IPython.core.error import UsageError

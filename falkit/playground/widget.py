@@ -1,0 +1,137 @@
+"""``Playground``: the status bar, the routes, the selected route's console and the logs,
+kept live by one background poller that stops when the widget closes or the server
+stops."""
+
+from __future__ import annotations
+
+import html
+import weakref
+from typing import Any
+
+import ipywidgets as W
+
+from ._tasks import Task
+from .context import Context
+from .http_console import HttpConsole
+from .logs_panel import LogsPanel
+from .realtime_console import RealtimeConsole
+from .routes_view import RoutesView
+from .status_bar import StatusBar
+from .ws_console import WebSocketConsole
+
+POLL_SECONDS = 0.25
+_CONSOLES = {"http": HttpConsole, "websocket": WebSocketConsole, "realtime": RealtimeConsole}
+_open: weakref.WeakValueDictionary[str, Playground] = weakref.WeakValueDictionary()
+
+
+class Playground(W.VBox):
+    """The playground widget for one running server. ``open_route(path)`` selects a route (as
+    clicking it does); ``console`` is the selected route's console; ``close()`` stops
+    every background thread it started."""
+
+    def __init__(self, server: Any) -> None:
+        self.ctx = Context.of(server)
+        self.status = StatusBar(server)
+        self.routes = RoutesView(self._select)
+        self.logs = LogsPanel(server)
+        self.console: Any = None
+        self.consoles: dict[str, Any] = {}
+        self.notice = W.HTML()
+        self.console_box = W.VBox(layout=W.Layout(border="1px solid #ddd", padding="4px"))
+        logs = W.Accordion(children=[self.logs.widget], titles=("Logs",), selected_index=0)
+        super().__init__(
+            [self.status.widget, self.notice, self.routes.widget, self.console_box, logs],
+            layout=W.Layout(border="1px solid #ccc", padding="6px"),
+        )
+        self.add_class("falkit-playground")
+        self._route_specs = server.routes
+        self._show_routes()
+        if server.routes:
+            self._select(server.routes[0])
+        self.poller: Task | None = Task("poll", self._poll)
+
+    @property
+    def server(self) -> Any:
+        return self.ctx.server
+
+    def _show_routes(self) -> None:
+        self.routes.show(self._route_specs, self.ctx.schemas)
+        error = self.ctx.openapi_error
+        self.notice.value = (
+            f"<span style='color:#9a6700'>{html.escape(error)}</span>" if error else ""
+        )
+
+    def open_route(self, path: str) -> Any:
+        """Open the console of the route at ``path`` and return it."""
+        self.routes.buttons[path].click()
+        return self.console
+
+    def _select(self, spec: Any) -> None:
+        console = self.consoles.get(spec.path)
+        if console is None:
+            console = _CONSOLES[spec.kind](self.ctx, spec)
+            self.consoles[spec.path] = console
+        self.console = console
+        self.console_box.children = [console.widget]
+
+    def _poll(self, task: Task) -> None:
+        while not task.stopping.wait(POLL_SECONDS):
+            self.status.refresh()
+            self.logs.refresh()
+            if not self.server.running:
+                self._on_stopped()
+                return
+            if self.server.routes != self._route_specs:
+                self._refresh_routes()
+
+    def _refresh_routes(self) -> None:
+        """After a hot swap: re-read the schemas and redraw the routes in place."""
+        self._route_specs = self.server.routes
+        self.ctx.reload_openapi()
+        for console in self.consoles.values():
+            console.close()
+        self.consoles = {}
+        self._show_routes()
+        selected = self.console.spec.path if self.console is not None else None
+        by_path = {s.path: s for s in self._route_specs}
+        if selected in by_path or self._route_specs:
+            self._select(by_path.get(selected) or self._route_specs[0])
+        else:
+            self.console, self.console_box.children = None, []
+
+    def _on_stopped(self) -> None:
+        for console in self.consoles.values():
+            console.close()
+        self.notice.value = (
+            "<b style='color:#cf222e'>server stopped</b>: serve it again and reopen the playground"
+        )
+
+    def close(self) -> None:
+        """Stop the poller and every console's background work, then close the widgets."""
+        poller = getattr(self, "poller", None)  # close() also runs from __del__
+        if poller is not None:
+            poller.stop()
+            self.poller = None
+        for console in getattr(self, "consoles", {}).values():
+            console.close()
+        if hasattr(self, "ctx"):
+            self.ctx.close()
+        super().close()
+
+
+def playground(server: Any) -> Playground:
+    """The playground widget for a running server; display it (or let the cell show it).
+    Opening a new playground for an app closes the previous one, so only one poller per
+    app runs.
+
+    Example::
+
+        server = falkit.serve(MyApp)
+        falkit.playground(server)
+    """
+    old = _open.get(server.app_name)
+    if old is not None:
+        old.close()
+    widget = Playground(server)
+    _open[server.app_name] = widget
+    return widget
