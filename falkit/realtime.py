@@ -13,7 +13,7 @@ The mode comes from the handler's annotations, as in fal's SDK:
 When a session ends without an error (no input within ``session_timeout``, or a streaming
 handler finished) fal sends a ``TIMEOUT`` error frame before closing; so does falkit.
 Where fal can reorder outputs (a full outgoing queue makes it send around the queue),
-falkit waits for room instead: outputs always leave in order.
+falkit sends from the task that produces them: outputs always leave in order.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import json
 import logging
 import typing
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from . import codec
@@ -158,21 +158,19 @@ class _SessionEnd(Exception):
 
 class Session:
     """One realtime connection: reads and validates inputs, runs the handler in its mode,
-    and writes outputs in order through one bounded outgoing queue."""
+    and writes its outputs in order."""
 
     def __init__(
         self, websocket: WebSocket, handler: Callable[..., Any], spec: RouteSpec, model: Any
     ) -> None:
         self.ws = websocket
         self.handler = handler
+        self.call = _caller(handler)
         self.spec = spec
         self.model = model
         self.decode = spec.decode_message or codec.decode
         self.encode = spec.encode_message or codec.encode
         self.max_size = _max_message_size(websocket)
-        # fal sizes its outgoing queue at 2x buffering; here a full queue means "wait".
-        self.outgoing: asyncio.Queue[Any] = asyncio.Queue(maxsize=2 * (spec.buffering or 1))
-        self.emitter: asyncio.Task[None] | None = None
 
     # -- inputs --
 
@@ -216,30 +214,17 @@ class Session:
     # -- outputs --
 
     async def emit(self, output: Any) -> None:
-        """Queue one output for sending, in order; ``_SessionEnd`` once the client is gone."""
+        """Send one output; ``_SessionEnd`` once the client is gone.
+
+        Outputs are sent by the one task that produces them, so they leave in order by
+        construction. fal hands them to an emitter task through a bounded queue and, when
+        that queue is full, sends around it, which can reorder outputs. The transport's
+        own write buffer still overlaps sending with the handler's next step."""
         frame = self.encode(to_wire(output))
         try:
-            self.outgoing.put_nowait(frame)
-            return
-        except asyncio.QueueFull:
-            pass
-        # Waiting for room keeps order (fal sends around a full queue and can reorder),
-        # but not forever: a dead emitter means the client is gone.
-        put = asyncio.ensure_future(self.outgoing.put(frame))
-        await asyncio.wait({put, self.emitter or put}, return_when=asyncio.FIRST_COMPLETED)
-        if not put.done():
-            put.cancel()
-            raise _SessionEnd
-
-    async def _emitter(self) -> None:
-        while True:
-            frame = await self.outgoing.get()
-            try:
-                if frame is _DONE:
-                    return
-                await self.ws.send_bytes(frame)
-            finally:
-                self.outgoing.task_done()
+            await self.ws.send_bytes(frame)
+        except (OSError, RuntimeError) as exc:  # uvicorn's ClientDisconnected is an OSError
+            raise _SessionEnd from exc
 
     # -- the whole session --
 
@@ -247,29 +232,16 @@ class Session:
         from starlette.websockets import WebSocketDisconnect
 
         await self.ws.accept()
-        emitter = self.emitter = asyncio.create_task(self._emitter())
         try:
             await _MODES[mode](self)
-            await self._drain(emitter)
         except (_SessionEnd, WebSocketDisconnect):
-            emitter.cancel()
             return
         except Exception as exc:
             if not isinstance(exc, ProtocolError):
                 logger.exception("realtime handler %s failed", self.spec.method)
-            if await self._drain(emitter):
-                await self._close_with(error_frame("INTERNAL_ERROR", str(exc)))
+            await self._close_with(error_frame("INTERNAL_ERROR", str(exc)))
             return
         await self._close_with(error_frame("TIMEOUT", _TIMEOUT_REASON))
-
-    async def _drain(self, emitter: asyncio.Task[None]) -> bool:
-        """Send what is queued, then stop the emitter; False when the client is gone."""
-        if emitter.done():
-            return emitter.exception() is None
-        await self.outgoing.put(_DONE)
-        with contextlib.suppress(Exception):
-            await emitter
-        return emitter.exception() is None if not emitter.cancelled() else False
 
     async def _close_with(self, frame: ErrorFrame) -> None:
         # The client may already be gone; nothing is left to tell it then.
@@ -283,11 +255,16 @@ def _max_message_size(websocket: WebSocket) -> int:
     return getattr(state, "ws_max_size", None) or DEFAULT_MAX_MESSAGE_SIZE
 
 
-async def _call(handler: Callable[..., Any], *args: Any) -> Any:
+def _caller(handler: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    """``handler`` as a coroutine function, decided once per route, not per message."""
     if inspect.iscoroutinefunction(handler):
-        return await handler(*args)
-    # Sync handlers run in a worker thread: the event loop keeps serving other sessions.
-    return await asyncio.to_thread(handler, *args)
+        return handler
+
+    async def in_thread(*args: Any) -> Any:
+        # Sync handlers run in a worker thread: the event loop keeps serving other sessions.
+        return await asyncio.to_thread(handler, *args)
+
+    return in_thread
 
 
 def _next_or_done(iterator: typing.Iterator[Any]) -> Any:
@@ -313,6 +290,9 @@ async def _outputs(result: Any) -> AsyncIterator[Any]:
 async def _unary(session: Session) -> None:
     """Inputs are read in the background into a queue of ``buffering`` (oldest dropped);
     the handler takes batches from it until the client goes idle or away."""
+    if session.spec.buffering is None and session.spec.max_batch_size == 1:
+        await _unary_inline(session)
+        return
     queue: deque[Any] = deque(maxlen=session.spec.buffering)
     ready = asyncio.Event()
     reader = asyncio.create_task(_read_into(session, queue, ready))
@@ -326,11 +306,23 @@ async def _unary(session: Session) -> None:
                 await ready.wait()
                 continue
             batch = _take_batch(queue, session.spec.max_batch_size)
-            await session.emit(await _call(session.handler, *batch))
+            await session.emit(await session.call(*batch))
     finally:
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError, _SessionEnd):
             await reader
+
+
+async def _unary_inline(session: Session) -> None:
+    """Unbuffered, unbatched unary: nothing is ever dropped or grouped, so inputs are read
+    in the same task, sparing a task switch per message against the reader/queue path;
+    inputs that arrive meanwhile wait in uvicorn's bounded queue, then in TCP."""
+    while True:
+        try:
+            item = await session.receive()
+        except _SessionEnd:
+            return
+        await session.emit(await session.call(item))
 
 
 async def _read_into(session: Session, queue: deque[Any], ready: asyncio.Event) -> None:
@@ -363,7 +355,7 @@ async def _server_streaming(session: Session) -> None:
     if inspect.isasyncgenfunction(session.handler):
         result = session.handler(first)
     else:
-        result = await _call(session.handler, first)
+        result = await session.call(first)
     async for output in _outputs(result):
         await session.emit(output)
 
@@ -391,7 +383,7 @@ async def _bidi(session: Session) -> None:
         await session.emit(output)
 
 
-_MODES: dict[Mode, Callable[[Session], typing.Awaitable[None]]] = {
+_MODES: dict[Mode, Callable[[Session], Awaitable[None]]] = {
     "unary": _unary,
     "server_streaming": _server_streaming,
     "client_streaming": _client_streaming,
