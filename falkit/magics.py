@@ -120,12 +120,13 @@ class FalMagic:
     def _app_class(self, name: str) -> Any:
         from IPython.core.error import UsageError
 
+        from ._falcompat import is_fal_app
         from .app import App
 
         if name not in self.shell.user_ns:
             raise UsageError(f"%fal: no App named {name!r} in this notebook; define it first")
         obj = self.shell.user_ns[name]
-        if not (isinstance(obj, type) and issubclass(obj, App)):
+        if not (isinstance(obj, type) and (issubclass(obj, App) or is_fal_app(obj))):
             raise UsageError(f"%fal: {name!r} is a {type(obj).__name__}, not a fal.App subclass")
         return obj
 

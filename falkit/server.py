@@ -62,6 +62,10 @@ def _bind(host: str, port: int) -> socket.socket:
 def _check_app_class(app_cls: Any) -> type[App]:
     if isinstance(app_cls, type) and issubclass(app_cls, App):
         return app_cls
+    from ._falcompat import adapt, is_fal_app
+
+    if is_fal_app(app_cls):  # written with the real `fal` SDK: served through an adapter
+        return adapt(app_cls)
     raise AppDefinitionError(
         f"{app_cls!r} is not a falkit App class; define `class MyApp(fal.App): ...`"
     )
