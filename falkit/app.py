@@ -126,6 +126,9 @@ class App:
                 f"{cls.__name__} overrides __init__; put initialisation in setup() instead"
             )
         cls.__falkit_routes__ = _route_specs(cls)
+        from .magics import register_if_in_ipython
+
+        register_if_in_ipython()
 
     def __init__(self) -> None:
         self._falkit_device: str | None = None

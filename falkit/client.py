@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from ._realtime_client import WS_OPTIONS, AsyncRealtimeSession, RealtimeSession
 from .exceptions import RemoteError
+
+if TYPE_CHECKING:
+    # Imported where a client is made: with click and rich installed (jupyter brings
+    # them), ``import httpx`` loads its CLI too, ~0.4 s of ``import falkit`` (-X importtime).
+    import httpx
 
 __all__ = ["AsyncClient", "AsyncRealtimeSession", "Client", "RealtimeSession"]
 
@@ -72,6 +75,8 @@ class Client:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.headers = dict(headers or {})
+        import httpx
+
         self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=self.headers)
 
     def call(self, path: str, data: Any = None) -> Any:
@@ -146,6 +151,8 @@ class AsyncClient:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.headers = dict(headers or {})
+        import httpx
+
         self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout, headers=self.headers)
 
     async def call(self, path: str, data: Any = None) -> Any:

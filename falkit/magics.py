@@ -8,7 +8,7 @@ import html
 import shlex
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from .exceptions import AppDefinitionError, PortInUseError, ServerNotRunning
+from .exceptions import AppDefinitionError, ServerError, ServerNotRunning, SetupError
 
 if TYPE_CHECKING:
     from .server import Server
@@ -18,14 +18,18 @@ _KIND_LABEL = {"http": "POST", "websocket": "WS", "realtime": "RT"}
 
 def card_rows(server: Server) -> list[tuple[str, str]]:
     """The facts the card shows, as (label, value) pairs."""
+    from .limits import describe as describe_limits
+
     setup = f"{server.setup_seconds:.2f} s" if server.setup_seconds is not None else "-"
-    return [
+    rows = [
         ("app", server.app_name),
         ("url", server.url),
         ("device", server.device.describe()),
         ("setup", setup),
         ("status", server.last_action or ("running" if server.running else "stopped")),
     ]
+    limits = describe_limits(server.limits)
+    return [*rows, ("limits", limits)] if limits else rows
 
 
 def card_text(server: Server) -> str:
@@ -114,7 +118,9 @@ class FalMagic:
         args = _parser().parse_args(words)
         try:
             return getattr(self, f"_{args.command}")(args)
-        except (ServerNotRunning, AppDefinitionError, PortInUseError) as exc:
+        except SetupError:
+            raise  # the user's own setup() failed: its traceback is what they need
+        except (ServerNotRunning, AppDefinitionError, ServerError) as exc:
             raise UsageError(str(exc)) from None
 
     def _app_class(self, name: str) -> Any:
@@ -206,7 +212,9 @@ def register(shell: Any) -> None:
 
 
 def register_if_in_ipython() -> None:
-    """Called on ``import falkit``: registers ``%fal`` when a shell is running."""
+    """Registers ``%fal`` when a shell is running and lacks it. Called on ``import falkit``
+    and when an App class is defined, so a shell that found falkit already imported (by
+    another module, or an earlier shell in the same process) still gets the magic."""
     import sys
 
     if "IPython" not in sys.modules:
@@ -214,5 +222,5 @@ def register_if_in_ipython() -> None:
     from IPython import get_ipython
 
     shell = get_ipython()
-    if shell is not None:
+    if shell is not None and "fal" not in shell.magics_manager.magics["line"]:
         register(shell)

@@ -1,29 +1,52 @@
 """``Server``: uvicorn in a daemon thread with its own event loop, and the registry of
 running servers. Never on the kernel's loop: a synchronous client call from a cell would
-deadlock against it."""
+deadlock against it.
+
+Serving a running name again never moves it (same port, URL, open playground). Each App
+instance served is a *generation*; requests and WebSocket sessions keep the generation they
+started on until they end, so nothing in flight is dropped or switched mid-way:
+- swap: ``setup()``, ``teardown()`` and fal's options unchanged (code objects compared, not
+  text) and not ``fresh``: a new instance takes over the old one's state, no setup; ~ms.
+- restart: otherwise. Decided: the new instance is set up *while the old one keeps
+  serving* (no downtime; a failed or too slow setup raises in the cell and leaves the old
+  one serving), then takes over; the old one's ``teardown()`` runs once its requests and
+  sessions have ended, and its memory is handed back. The price: both instances are alive
+  during the new ``setup()``; a model that cannot fit twice needs ``stop()`` first.
+Changing host, port or uvicorn-level settings starts a new server instead."""
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import contextlib
 import errno
-import gc
 import logging
 import socket
 import sys
 import threading
 import time
+import types
 from collections import deque
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._logs import LogRing, current_ring
+from ._logs import ensure_routed as ensure_log_routing, LogRing, current_ring
 from ._logs import install as install_log_routing
+from ._startup import StartupProgress
 from .app import App
 from .asgi import build_asgi, call_hook
-from .devices import DeviceSpec, describe_device
-from .exceptions import AppDefinitionError, PortInUseError, ServerNotRunning, SetupError
+from .devices import DeviceSpec, describe_device, free_memory, gpus_wanted, pick_device
+from .exceptions import (
+    AppDefinitionError,
+    PortInUseError,
+    ServerError,
+    ServerNotRunning,
+    SetupError,
+)
+from .limits import LimitSpec, limit_requests
 from .realtime import DEFAULT_MAX_MESSAGE_SIZE
+from .security import DEFAULT_MAX_BODY_SIZE, SecuritySpec, auth_headers, guard, is_loopback
 
 if TYPE_CHECKING:
     from starlette.types import Receive, Scope, Send
@@ -36,6 +59,18 @@ logger = logging.getLogger("falkit")
 _registry: dict[str, Server] = {}
 _registry_lock = threading.RLock()
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+RETIRE_WAIT_S = 2.0  # how long a restarting cell waits for the old instance's teardown
+OOM_DRAIN_S = 30.0  # how long requests on the old instance may finish before it must go
+
+
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    # uvloop when installed, as ``uvicorn.run`` picks it for a bare FastAPI app: measured
+    # with wrk (benchmarks/http_overhead.py), asyncio's own loop served ~10% fewer requests.
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -47,6 +82,9 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host, port))
+    except OverflowError:
+        sock.close()
+        raise ServerError(f"port {port} is not a port number; use 1-65535, or 0 for any") from None
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
@@ -54,7 +92,8 @@ def _bind(host: str, port: int) -> socket.socket:
                 f"port {port} on {host} is already in use; pick another with --port, "
                 "or leave it out to get a free one"
             ) from None
-        raise
+        # a bad host name or an address this machine does not have
+        raise ServerError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     sock.listen(2048)
     return sock
 
@@ -71,19 +110,125 @@ def _check_app_class(app_cls: Any) -> type[App]:
     )
 
 
-def _setup_changed(old: type[App], new: type[App]) -> bool:
-    # Code objects compare by bytecode, constants and names, not by source text or line
-    # numbers: re-running an unchanged cell keeps the model loaded.
-    old_setup = getattr(old.setup, "__code__", old.setup)
-    new_setup = getattr(new.setup, "__code__", new.setup)
-    return old_setup != new_setup or old.options() != new.options()
+def _check_options(app_cls: type[App]) -> LimitSpec:
+    try:
+        return LimitSpec.of(app_cls)
+    except ValueError as exc:
+        raise AppDefinitionError(f"{app_cls.__name__}: {exc}") from None
 
 
-def _free_accelerator_memory() -> None:
-    gc.collect()
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()
+def _code_key(func: Any) -> Any:
+    code = getattr(func, "__code__", None)
+    return func if code is None else _without_position(code)
+
+
+def _without_position(code: types.CodeType) -> types.CodeType:
+    # Code objects compare by bytecode, constants and names, not by source text, but they
+    # do compare their first line number: normalised (nested code too), a cell moved in the
+    # notebook or an edit elsewhere in it keeps the model loaded.
+    consts = tuple(
+        _without_position(c) if isinstance(c, types.CodeType) else c for c in code.co_consts
+    )
+    return code.replace(co_firstlineno=1, co_consts=consts)
+
+
+def _restart_reason(old: type[App], new: type[App]) -> str | None:
+    """Why ``new`` cannot take over ``old``'s instance, or ``None`` when it can: its
+    ``setup()``, ``teardown()`` or fal options differ."""
+    if _code_key(old.setup) != _code_key(new.setup):
+        return "setup changed"
+    if _code_key(old.teardown) != _code_key(new.teardown):
+        return "teardown changed"
+    if old.options() != new.options():
+        changed = sorted(k for k, v in new.options().items() if old.options().get(k) != v)
+        return "options changed (" + ", ".join(changed) + ")"
+    return None
+
+
+def _resolve_device(app_cls: type[App]) -> str | None:
+    # An App asking for a GPU learns in the serving cell whether it gets one (torch is
+    # imported for that); other Apps pick their device lazily, on ``self.device``.
+    return pick_device(app_cls) if gpus_wanted(app_cls) else None
+
+
+def _setup_failed(app_cls: type[App], exc: BaseException) -> SetupError:
+    return SetupError(f"{app_cls.__name__}.setup() failed: {exc!r}")
+
+
+def _startup_timeout(app_cls: type[App], elapsed: float) -> SetupError:
+    # fal's words for it: error_type "startup_timeout", "The runner did not start within
+    # the allowed time", status 504 to the requests that waited for it.
+    return SetupError(
+        f"startup_timeout: {app_cls.__name__} did not start within the allowed time "
+        f"(startup_timeout={app_cls.startup_timeout} s; setup() still running after "
+        f"{elapsed:.1f} s). Make setup() faster or raise startup_timeout."
+    )
+
+
+def _forget_handlers() -> None:
+    # FastAPI (0.12x+) memoises "is this callable a coroutine/generator" in module-level
+    # LRU caches keyed by the callable: our bound methods, so the App instance and its
+    # models stayed alive there after a stop. Measured with a weakref (tests/test_devices).
+    models = sys.modules.get("fastapi.dependencies.models")
+    for name in dir(models) if models is not None else ():
+        cached = getattr(models, name)
+        if name.endswith("_cached") and hasattr(cached, "cache_clear"):
+            cached.cache_clear()
+
+
+def _out_of_memory(exc: BaseException | None) -> bool:
+    # torch.OutOfMemoryError (torch.cuda.OutOfMemoryError before 2.5) or Python's own.
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
+
+
+class _Hold:
+    """The ASGI app served while a new instance is set up with no old one serving: each
+    request waits, then goes to the new instance (or gets a 503 if its setup failed)."""
+
+    def __init__(self, server: Server) -> None:
+        self._server = server
+        self._ready = asyncio.Event()
+
+    def release(self) -> None:
+        self._ready.set()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._ready.wait()
+        gen = self._server._gen
+        if gen is None or gen.asgi is self:
+            from starlette.responses import JSONResponse
+
+            if scope["type"] == "http":
+                await JSONResponse({"detail": "setup failed; the app is stopped"}, 503)(
+                    scope, receive, send
+                )
+            else:
+                await send({"type": "websocket.close", "code": 1011})
+            return
+        gen.active += 1
+        try:
+            await gen.asgi(scope, receive, send)
+        finally:
+            gen.active -= 1
+
+
+class _Generation:
+    """One App instance as served: its class, instance and ASGI app, and how many requests
+    and sessions are using it. A swap installs a new generation; whatever is in flight
+    keeps the generation it started on until it ends."""
+
+    __slots__ = ("active", "asgi", "instance", "limits")
+
+    def __init__(self, instance: App | None, asgi: Any, limits: LimitSpec) -> None:
+        self.instance = instance
+        self.asgi = asgi
+        self.limits = limits
+        self.active = 0
+
+    def drop(self) -> None:
+        """Forget the instance (so its models can be freed once nothing else holds them)."""
+        self.instance = None
+        self.asgi = None
 
 
 class RequestStats:
@@ -122,20 +267,31 @@ class Server:
     Made by ``falkit.serve``; works in a kernel and in a plain script alike."""
 
     def __init__(
-        self, app_cls: type[App], *, host: str, port: int, ws_max_size: int | None = None
+        self,
+        app_cls: type[App],
+        *,
+        host: str,
+        port: int,
+        ws_max_size: int | None = None,
+        security: SecuritySpec | None = None,
     ) -> None:
         self.app_cls = _check_app_class(app_cls)
         self.host = host
+        self.security = security or SecuritySpec()
         self.ws_max_size = ws_max_size or DEFAULT_MAX_MESSAGE_SIZE
+        _check_options(self.app_cls)
         self.ring = LogRing()
         self.setup_seconds: float | None = None
         self.last_action = ""
         self._sock = _bind(host, port)
         self.port: int = self._sock.getsockname()[1]
-        self._instance: App | None = None
-        self._asgi: Any = None
+        self._gen: _Generation | None = None
+        self._retiring: set[_Generation] = set()  # replaced, awaiting teardown
+        self._retire_tasks: set[asyncio.Task[None]] = set()
+        self._device: str | None = None
         self._uvicorn: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._main: asyncio.Task[None] | None = None
         self._setup_error: BaseException | None = None
         self._stopped = threading.Event()
         self._stats = RequestStats()
@@ -165,18 +321,38 @@ class Server:
         return self._thread.is_alive() and not self._stopped.is_set()
 
     @property
+    def limits(self) -> LimitSpec:
+        """The request limits in force (``max_multiplexing``, ``request_timeout``, ...)."""
+        gen = self._gen
+        return gen.limits if gen is not None else _check_options(self.app_cls)
+
+    @property
+    def _instance(self) -> App | None:
+        gen = self._gen
+        return gen.instance if gen is not None else None
+
+    @property
     def device(self) -> DeviceSpec:
-        """The device the app's models live on (name and memory where torch knows them)."""
+        """The device the app's models live on: name, total and used memory (torch's view
+        for a GPU, the machine's RAM for ``cpu``). Never imports torch itself."""
         instance = self._instance
         kind = instance.__dict__.get("_falkit_device") if instance is not None else None
-        return describe_device(kind or "cpu")
+        if kind is None and "torch" in sys.modules:
+            kind = pick_device(self.app_cls)
+        return describe_device(kind or self._device or "cpu")
 
     @property
     def client(self) -> Client:
-        """A ``falkit.Client`` for this server."""
+        """A ``falkit.Client`` for this server (sending its API key, if it has one)."""
         from .client import Client
 
-        return Client(self.url)
+        return Client(self.url, headers=auth_headers(self.api_key))
+
+    @property
+    def api_key(self) -> str | None:
+        """The key requests must send as ``Authorization: Key <key>``; ``None`` when the
+        server needs none (the default on 127.0.0.1)."""
+        return self.security.api_key
 
     def stats(self) -> dict[str, Any]:
         """HTTP request count, error count (status >= 500) and p50/p99 latency in ms."""
@@ -187,12 +363,18 @@ class Server:
         return self.ring.text(last)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop serving: in-flight requests get ``timeout`` seconds, then teardown runs."""
+        """Stop serving: in-flight requests get ``timeout`` seconds, then teardown runs and
+        the instance is dropped (its GPU memory handed back)."""
         with _registry_lock:
             if _registry.get(self.app_name) is self:
                 del _registry[self.app_name]
         if self._uvicorn is not None:
             self._uvicorn.should_exit = True
+        elif self._loop is not None and self._main is not None:
+            # Still in setup(): uvicorn is not up to be told; the setup thread runs on to
+            # its end in the background, but nothing waits for it.
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._main.cancel)
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout)
             if self._thread.is_alive() and self._uvicorn is not None:
@@ -200,58 +382,70 @@ class Server:
                 self._thread.join(timeout)
         self._sock.close()
         self._stopped.set()
-        self._instance = None
-        self._asgi = None
-        _free_accelerator_memory()
+        self._drop_generations()
+
+    def _drop_generations(self) -> None:
+        for gen in [self._gen, *self._retiring]:
+            if gen is not None:
+                gen.drop()
+        self._gen = None
+        self._retiring.clear()
+        _forget_handlers()
+        free_memory()
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def _start(self, takeover: App | None = None) -> Server:
+    def _start(self) -> Server:
         install_log_routing()
-        self._takeover = takeover
+        self._device = _resolve_device(self.app_cls)
+        progress = StartupProgress(self.app_cls.__name__, self.ring)
         self._thread.start()
         try:
-            self._wait_ready()
+            self._wait_ready(progress)
         except BaseException:
+            progress.close(f"failed after {progress.elapsed:.1f} s")
             self.stop()
             raise
+        progress.close(f"ready after {progress.elapsed:.1f} s")
         return self
 
-    def _wait_ready(self) -> None:
+    def _wait_ready(self, progress: StartupProgress) -> None:
         deadline = self.app_cls.startup_timeout
-        started = time.monotonic()
         while not (self._uvicorn is not None and self._uvicorn.started):
             if self._setup_error is not None:
-                raise SetupError(
-                    f"{self.app_cls.__name__}.setup() failed: {self._setup_error!r}"
-                ) from self._setup_error
+                raise _setup_failed(self.app_cls, self._setup_error) from self._setup_error
             if not self._thread.is_alive():
                 raise SetupError(
                     f"{self.app_cls.__name__} stopped while starting:\n{self.logs(20)}"
                 )
-            if deadline is not None and time.monotonic() - started > deadline:
-                raise SetupError(
-                    f"{self.app_cls.__name__} did not start within startup_timeout={deadline}s"
-                )
+            if deadline is not None and progress.elapsed > deadline:
+                raise _startup_timeout(self.app_cls, progress.elapsed)
+            progress.tick()
             time.sleep(0.005)
 
     def _thread_main(self) -> None:
         current_ring.set(self.ring)
-        loop = asyncio.new_event_loop()
+        loop = _new_event_loop()
+        self._main = loop.create_task(self._serve())
         self._loop = loop
         try:
-            loop.run_until_complete(self._serve())
+            with contextlib.suppress(asyncio.CancelledError):
+                loop.run_until_complete(self._main)
         finally:
             loop.close()
 
     async def _serve(self) -> None:
         import uvicorn
 
-        instance = await self._make_instance()
-        if instance is None:
+        try:
+            self._gen = await self._prepare(self.app_cls, self._device)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self._setup_error = exc
             return
         config = uvicorn.Config(
-            self._dispatch,
+            guard(self._dispatch, self.security),
             log_config=None,
             lifespan="off",
             interface="asgi3",
@@ -265,46 +459,65 @@ class Server:
         try:
             await self._uvicorn.serve(sockets=[self._sock])
         finally:
-            await self._teardown(self._instance)
+            await self._teardown_all()
 
-    async def _make_instance(self) -> App | None:
-        takeover = getattr(self, "_takeover", None)
-        instance = self.app_cls()
+    async def _prepare(self, app_cls: type[App], device: str | None) -> _Generation:
+        """A generation of ``app_cls`` with ``setup()`` run; runs on this server's loop, and
+        the server keeps serving its current generation meanwhile."""
+        current_ring.set(self.ring)
+        instance = app_cls()
+        if device is not None:
+            instance._falkit_device = device
         began = time.perf_counter()
-        if takeover is not None:
-            instance.__dict__.update(takeover.__dict__)
-        else:
-            try:
-                await call_hook(instance.setup)
-            except BaseException as exc:
-                self._setup_error = exc
-                return None
-            self.setup_seconds = time.perf_counter() - began
-        self._install(instance)
-        return instance
+        await call_hook(instance.setup)
+        self.setup_seconds = time.perf_counter() - began
+        return self._generation(instance)
 
-    def _install(self, instance: App) -> None:
-        self._instance = instance
-        self._asgi = build_asgi(instance, lifespan=False)
-        self._asgi.state.ws_max_size = self.ws_max_size
+    def _generation(self, instance: App) -> _Generation:
+        cls = type(instance)
+        app = build_asgi(instance, lifespan=False)
+        app.state.ws_max_size = self.ws_max_size
+        limits = _check_options(cls)
+        paths = {spec.path for spec in cls.routes()}
+        return _Generation(instance, limit_requests(app, limits, paths, cls.app_name), limits)
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # One attribute read per request; a hot swap replaces ``_asgi`` atomically, so a
-        # request in flight finishes on the application it started on.
+        # One attribute read per request: a swap replaces ``_gen`` atomically, so a request
+        # or session in flight finishes on the generation (handlers) it started on, and the
+        # count tells a retiring generation when it may be torn down.
+        gen = self._gen
+        assert gen is not None
+        ensure_log_routing()
+        gen.active += 1
+        try:
+            await self._dispatch_to(gen.asgi, scope, receive, send)
+        finally:
+            gen.active -= 1
+
+    async def _dispatch_to(self, asgi: Any, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self._asgi(scope, receive, send)
+            await asgi(scope, receive, send)
             return
         began = time.perf_counter()
         status = 500
+        sent = False
 
         async def send_recording(message: Any) -> None:
-            nonlocal status
+            nonlocal status, sent
             if message["type"] == "http.response.start":
                 status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                sent = True
             await send(message)
 
         try:
-            await self._asgi(scope, receive, send_recording)
+            await asgi(scope, receive, send_recording)
+        except Exception:
+            # Starlette re-raises a handler's exception after sending the 500 (already
+            # logged to the ring). Passed on, uvicorn would drop the keep-alive connection
+            # under the client's next request; the answer is complete, so it ends here.
+            if not sent:
+                raise
         finally:
             self._stats.record(time.perf_counter() - began, status)
 
@@ -318,18 +531,152 @@ class Server:
                 "%s.teardown() failed", type(instance).__name__
             )
 
-    # -- hot swap ------------------------------------------------------------------------
+    async def _teardown_all(self) -> None:
+        for task in list(self._retire_tasks):
+            task.cancel()
+        await asyncio.gather(*self._retire_tasks, return_exceptions=True)
+        for gen in [*self._retiring, self._gen]:
+            if gen is not None:
+                await self._teardown(gen.instance)
+
+    # -- hot swap and restart ------------------------------------------------------------
 
     def _swap(self, app_cls: type[App]) -> None:
-        """Serve ``app_cls``'s handlers from now on, keeping the instance's state."""
+        """Serve ``app_cls``'s handlers from now on, on the running instance's state:
+        ``setup()`` does not run again. In-flight requests and open sessions finish on the
+        handlers they started on."""
         began = time.perf_counter()
         old = self._instance
         new = app_cls()
         if old is not None:
             new.__dict__.update(old.__dict__)
+        gen = self._generation(new)
         self.app_cls = app_cls
-        self._install(new)
+        self._gen = gen
         self.last_action = f"swapped in {(time.perf_counter() - began) * 1000:.0f} ms (setup kept)"
+        # The replaced instance must not outlive its requests: it holds the state as it was
+        # (a model the new handlers later replace would stay alive through it).
+        _forget_handlers()
+
+    def _restart(self, app_cls: type[App], reason: str) -> None:
+        """Set up a new instance of ``app_cls`` while the current one keeps serving, then
+        switch to it (no downtime, same port); the old instance is torn down once the
+        requests and sessions it serves have ended. A failed or too slow ``setup()``
+        raises and leaves the current instance serving."""
+        device = _resolve_device(app_cls)
+        progress = StartupProgress(app_cls.__name__, self.ring)
+        old = self._gen
+        try:
+            gen = self._set_up(app_cls, device, progress)
+        except SetupError as exc:
+            if not _out_of_memory(exc.__cause__):
+                progress.close(f"failed after {progress.elapsed:.1f} s; the old one serves on")
+                raise
+            gen = self._set_up_instead_of_old(app_cls, device, progress)
+            old = None  # already torn down
+            reason += "; old instance torn down first (not enough memory for both)"
+        except BaseException:
+            progress.close(f"failed after {progress.elapsed:.1f} s; the old one serves on")
+            raise
+        progress.close(f"ready after {progress.elapsed:.1f} s")
+        self._device = device
+        self.app_cls = app_cls
+        self._gen = gen
+        self.last_action = f"restarted: {reason}"
+        if old is not None:
+            self._retire(old)
+
+    def _set_up(
+        self, app_cls: type[App], device: str | None, progress: StartupProgress
+    ) -> _Generation:
+        if self._loop is None or not self.running:
+            raise ServerNotRunning(f"{self.app_name} is not running")
+        future = asyncio.run_coroutine_threadsafe(self._prepare(app_cls, device), self._loop)
+        try:
+            return self._await_prepared(future, app_cls, progress)
+        except BaseException:
+            future.cancel()
+            raise
+
+    def _set_up_instead_of_old(
+        self, app_cls: type[App], device: str | None, progress: StartupProgress
+    ) -> _Generation:
+        """The restart for a model that does not fit twice (its setup ran out of memory next
+        to the old one): requests are held, as fal's queue holds them while a runner
+        starts; the old instance is torn down and freed, then setup runs again."""
+        assert self._loop is not None
+        logger.warning(
+            "falkit: %s.setup() ran out of memory next to the running instance: tearing "
+            "that one down first; requests wait meanwhile",
+            app_cls.__name__,
+        )
+        old, hold = self._gen, _Hold(self)
+        self._gen = _Generation(None, hold, LimitSpec())
+        if old is not None:
+            self._retire(old, wait=OOM_DRAIN_S)
+        try:
+            gen = self._set_up(app_cls, device, progress)
+        except BaseException as exc:
+            self._loop.call_soon_threadsafe(hold.release)
+            self.stop()
+            raise SetupError(
+                f"{app_cls.__name__}.setup() failed after the old instance was torn down to "
+                f"make room ({exc}); the server is stopped: fix setup() and serve again"
+            ) from exc
+        self._gen = gen
+        self._loop.call_soon_threadsafe(hold.release)
+        return gen
+
+    def _await_prepared(
+        self,
+        future: concurrent.futures.Future[_Generation],
+        app_cls: type[App],
+        progress: StartupProgress,
+    ) -> _Generation:
+        deadline = app_cls.startup_timeout
+        while True:
+            try:
+                return future.result(timeout=0.02)
+            except concurrent.futures.TimeoutError:
+                pass
+            except concurrent.futures.CancelledError:
+                raise SetupError(
+                    f"{self.app_name} stopped while {app_cls.__name__} was starting"
+                ) from None
+            except Exception as exc:
+                raise _setup_failed(app_cls, exc) from exc
+            if deadline is not None and progress.elapsed > deadline:
+                raise _startup_timeout(app_cls, progress.elapsed)
+            progress.tick()
+
+    def _retire(self, old: _Generation, wait: float = RETIRE_WAIT_S) -> None:
+        assert self._loop is not None
+        self._retiring.add(old)
+        future = asyncio.run_coroutine_threadsafe(self._retire_when_idle(old), self._loop)
+        # Usually nothing is in flight and teardown is quick: waiting a moment lets the cell
+        # return with the old model gone. Open sessions are not waited for.
+        with contextlib.suppress(concurrent.futures.TimeoutError):
+            future.result(timeout=wait)
+            return
+        self.last_action += f"; the old version retires when its {old.active} open connections end"
+
+    async def _retire_when_idle(self, gen: _Generation) -> None:
+        current_ring.set(self.ring)
+        task = asyncio.current_task()
+        assert task is not None
+        self._retire_tasks.add(task)
+        try:
+            while gen.active:
+                await asyncio.sleep(0.01)
+            self._retiring.discard(gen)
+            instance = gen.instance
+            gen.drop()
+            await self._teardown(instance)
+            del instance
+            _forget_handlers()
+            free_memory()
+        finally:
+            self._retire_tasks.discard(task)
 
     # -- display -------------------------------------------------------------------------
 
@@ -348,11 +695,6 @@ class Server:
         return card_html(self)
 
 
-def _can_swap(old: Server, app_cls: type[App], *, port: int | None, host: str, fresh: bool) -> bool:
-    same_place = port in (None, old.port) and host == old.host
-    return old.running and same_place and not fresh and not _setup_changed(old.app_cls, app_cls)
-
-
 def serve(
     app_cls: type[App],
     *,
@@ -360,38 +702,123 @@ def serve(
     host: str = "127.0.0.1",
     fresh: bool = False,
     ws_max_size: int | None = None,
+    auth: bool | str | None = None,
+    cors_origins: Sequence[str] | None = None,
+    max_body_size: int | None = DEFAULT_MAX_BODY_SIZE,
 ) -> Server:
     """Serve ``app_cls`` from a background thread and return the running ``Server``.
 
-    Serving a name that is already served replaces it in place (same port); when
-    ``setup()`` and the class options are unchanged and ``fresh`` is false, the running
-    instance's state (loaded models) carries over and setup does not run again::
+    Serving a name that is already served updates it in place (same port, same URL):
+    when ``setup()``, ``teardown()`` and the class options are unchanged and ``fresh`` is
+    false, the new handlers take over the running instance's state (loaded models) and
+    setup does not run again ("swapped"); otherwise a new instance is set up while the old
+    one keeps serving, then takes over, and the old one is torn down ("restarted")::
 
         server = falkit.serve(MyApp)
         server.client.call("/", {"prompt": "hi"})
         server.stop()
 
     ``ws_max_size`` is the largest realtime frame accepted, in bytes (default 16 MiB).
+
+    Safe by default (see ``falkit.security``): bound to 127.0.0.1; any other ``host`` prints
+    a warning and requires ``Authorization: Key <key>`` on every request, with a key made
+    for the server and shown once (``server.client`` sends it); ``auth`` is ``False`` to
+    turn keys off, ``True`` to require one on loopback too, or the key itself. Browser
+    pages of other origins are refused unless listed in ``cors_origins``; request bodies
+    over ``max_body_size`` bytes (default 64 MiB, ``None``: no limit) get 413.
     """
     app_cls = _check_app_class(app_cls)
+    _check_options(app_cls)
     with _registry_lock:
         old = _registry.get(app_cls.app_name)
-        fresh = fresh or (old is not None and ws_max_size not in (None, old.ws_max_size))
-        if old is not None and _can_swap(old, app_cls, port=port, host=host, fresh=fresh):
-            old._swap(app_cls)
+        if old is not None and not old.running:
+            old, _ = None, _registry.pop(app_cls.app_name)
+        security = _security(old, host, auth, cors_origins, max_body_size)
+        if old is not None and _same_place(old, port, host, ws_max_size, security):
+            reason = "fresh requested" if fresh else _restart_reason(old.app_cls, app_cls)
+            if reason is None:
+                old._swap(app_cls)
+            else:
+                old._restart(app_cls, reason)
             return old
-        began = time.perf_counter()
-        action = "started"
-        if old is not None:
-            action = "restarted: " + ("fresh requested" if fresh else "setup changed")
-            port = old.port if port is None else port
-            old.stop()
-        server = Server(app_cls, host=host, port=port or 0, ws_max_size=ws_max_size)._start()
-        if old is None:
-            action = f"started in {time.perf_counter() - began:.2f} s"
-        server.last_action = action
+        server = _start_new(
+            app_cls, old, port=port, host=host, ws_max_size=ws_max_size, security=security
+        )
         _registry[app_cls.app_name] = server
+        _warn_if_exposed(server)
         return server
+
+
+def _security(
+    old: Server | None,
+    host: str,
+    auth: bool | str | None,
+    cors_origins: Sequence[str] | None,
+    max_body_size: int | None,
+) -> SecuritySpec:
+    if auth is None and old is not None and old.host == host and old.api_key is not None:
+        auth = old.api_key  # serving again keeps the key already shown, not a new one
+    try:
+        return SecuritySpec.of(host, auth, cors_origins, max_body_size)
+    except ValueError as exc:
+        raise ServerError(str(exc)) from None
+
+
+def _warn_if_exposed(server: Server) -> None:
+    # Printed, not warnings.warn: the key must reach the user's eyes once, in the cell.
+    if is_loopback(server.host):
+        return
+    if server.api_key is None:
+        how = "with NO key (auth=False): anyone who can reach this machine can call it"
+    else:
+        how = (
+            f"requests need the header 'Authorization: Key {server.api_key}' (shown once; "
+            "server.client and the playground send it)"
+        )
+    print(
+        f"falkit: WARNING {server.app_name} listens on {server.url}, reachable from the "
+        f"network; {how}",
+        file=sys.stderr,
+    )
+
+
+def _same_place(
+    old: Server, port: int | None, host: str, ws_max_size: int | None, security: SecuritySpec
+) -> bool:
+    # uvicorn's own settings (socket, frame cap, guard) cannot change under a running server.
+    return (
+        port in (None, old.port)
+        and host == old.host
+        and ws_max_size in (None, old.ws_max_size)
+        and security == old.security
+    )
+
+
+def _start_new(
+    app_cls: type[App],
+    old: Server | None,
+    *,
+    port: int | None,
+    host: str,
+    ws_max_size: int | None,
+    security: SecuritySpec,
+) -> Server:
+    began = time.perf_counter()
+    action = ""
+    if old is not None and port in (None, old.port):
+        # Same port, new socket settings: the old server must let go of the port first.
+        port, action = old.port, "restarted: server settings changed"
+        old.stop()
+        old = None
+    server = Server(
+        app_cls, host=host, port=port or 0, ws_max_size=ws_max_size, security=security
+    )._start()
+    if old is not None:
+        # Another port: the new server is up before the old one goes.
+        old.stop()
+        action = f"restarted on port {server.port}"
+    server.last_action = action or f"started in {time.perf_counter() - began:.2f} s"
+    return server
 
 
 def servers() -> dict[str, Server]:
