@@ -2,6 +2,12 @@
 # Install everything into .venv and run the whole test suite (the README's second command).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# tests/test_browser.py drives Debian's Chromium through Playwright; Playwright never
+# downloads a browser of its own.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+fi
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate

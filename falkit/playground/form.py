@@ -93,6 +93,7 @@ class FormField:
         )
         self.input.layout.width = _WIDE.width
         self.widget = self._row(schema, components)
+        self.input.add_class(f"falkit-field-{name}")  # stable hooks for browser tests, CSS
 
     def _row(self, schema: JSON, components: JSON) -> W.Widget:
         mark = " *" if self.required else ""

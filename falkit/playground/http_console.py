@@ -32,6 +32,12 @@ class HttpConsole:
         self.copy_button.observe(lambda _: self._show_code(), names="value")
         self.status = W.HTML()
         self.output = W.HTML()
+        for widget, name in (
+            (self.send_button, "send"),
+            (self.status, "status"),
+            (self.output, "output"),
+        ):
+            widget.add_class(f"falkit-http-{name}")
         self.code = W.Textarea(layout=W.Layout(width="560px", height="150px", display="none"))
         self.pending: Task | None = None
         self.last_body: Any = {}
