@@ -55,7 +55,8 @@ def test_self_device_is_the_best_visible_device(serve):
 
     server = serve(Where)
     expected = "cuda" if _cuda() else pick_device()
-    assert server.client.call("/") == {"device": expected}
+    with server.client as client:
+        assert client.call("/") == {"device": expected}
     assert server.device.kind == expected
     assert f"device: {expected}" in card_text(server)
 
@@ -71,9 +72,10 @@ def test_gpu_asked_where_there_is_none_serves_on_cpu_and_says_so_once(serve, cap
 
     with caplog.at_level(logging.WARNING, logger="falkit"):
         server = serve(Big)
-        assert server.client.call("/") == {"device": "cpu"}
-        fal.serve(Big, fresh=True)
-        assert server.client.call("/") == {"device": "cpu"}
+        with server.client as client:
+            assert client.call("/") == {"device": "cpu"}
+            fal.serve(Big, fresh=True)
+            assert client.call("/") == {"device": "cpu"}
     warnings = [r.getMessage() for r in caplog.records if r.name == "falkit"]
     assert len(warnings) == 1, warnings
     assert "Big asks for a GPU (machine_type='GPU-H100')" in warnings[0]
@@ -209,7 +211,8 @@ def _gone(ref: weakref.ref, timeout: float = 5.0) -> bool:
 
 def test_instance_is_gone_after_stop(serve):
     server = serve(Holder)
-    assert server.client.call("/") == {"size": 32 * 1024 * 1024}
+    with server.client as client:
+        assert client.call("/") == {"size": 32 * 1024 * 1024}
     ref = weakref.ref(server._instance)
     server.stop()
     assert _gone(ref), "the stopped server's App instance is still referenced"
@@ -217,10 +220,11 @@ def test_instance_is_gone_after_stop(serve):
 
 def test_old_instance_is_gone_after_a_fresh_restart(serve):
     server = serve(Holder)
-    server.client.call("/")
-    ref = weakref.ref(server._instance)
-    fal.serve(Holder, fresh=True)
-    assert server.client.call("/") == {"size": 32 * 1024 * 1024}
+    with server.client as client:
+        client.call("/")
+        ref = weakref.ref(server._instance)
+        fal.serve(Holder, fresh=True)
+        assert client.call("/") == {"size": 32 * 1024 * 1024}
     assert server._instance is not ref()
     assert _gone(ref), "the replaced App instance is still referenced"
 
@@ -241,7 +245,8 @@ def test_gpu_memory_is_handed_back_on_stop_and_restart(serve):
 
     before = torch.cuda.memory_reserved()
     server = serve(OnGpu)
-    assert server.client.call("/")["device"].startswith("cuda")
+    with server.client as client:
+        assert client.call("/")["device"].startswith("cuda")
     assert server.device.kind == "cuda" and server.device.total_memory
     fal.serve(OnGpu, fresh=True)
     assert torch.cuda.memory_reserved() - before < 1.5 * 1024**3  # one copy, not two

@@ -20,6 +20,17 @@ SETUPS: list[str] = []
 TEARDOWNS: list[str] = []
 
 
+def call(server, path: str = "/", data: object = None):
+    """One call from a client closed right after (no socket left to the GC)."""
+    with fal.Client(server.url) as client:
+        return client.call(path, data)
+
+
+def get(server, path: str):
+    with fal.Client(server.url) as client:
+        return client.get(path)
+
+
 @pytest.fixture(autouse=True)
 def _reset_counters() -> None:
     SETUPS.clear()
@@ -38,7 +49,7 @@ def test_swap_keeps_setup_state_port_and_url(serve):
 
     server = serve(Swap)
     url, port = server.url, server.port
-    assert server.client.call("/") == {"version": 1, "weights": 42}
+    assert call(server, "/") == {"version": 1, "weights": 42}
 
     class Swap(fal.App):  # the same cell, edited and re-run
         def setup(self):
@@ -54,7 +65,7 @@ def test_swap_keeps_setup_state_port_and_url(serve):
     assert server.last_action.startswith("swapped in ")
     assert server.last_action.endswith(" ms (setup kept)")
     assert SETUPS == ["v1"] and TEARDOWNS == []
-    assert server.client.call("/") == {"version": 2, "weights": 42}
+    assert call(server, "/") == {"version": 2, "weights": 42}
 
 
 def _counter_app(version: int, setup_tag: str = "v1"):
@@ -77,9 +88,9 @@ def _counter_app(version: int, setup_tag: str = "v1"):
 
 def test_state_mutated_by_requests_carries_over(serve):
     server = serve(_counter_app(1))
-    assert server.client.call("/") == {"version": 1, "count": 1}
+    assert call(server, "/") == {"version": 1, "count": 1}
     fal.serve(_counter_app(2))
-    assert server.client.call("/") == {"version": 2, "count": 2}
+    assert call(server, "/") == {"version": 2, "count": 2}
     assert SETUPS == ["v1"]
 
 
@@ -114,15 +125,15 @@ def test_changed_setup_reruns_setup_with_teardown_of_the_old(serve):
     assert fal.serve(Model) is server and server.port == port
     assert server.last_action == "restarted: setup changed"
     assert SETUPS == ["a", "b"] and TEARDOWNS == ["a"]
-    assert server.client.call("/") == {"value": "b"}
+    assert call(server, "/") == {"value": "b"}
 
 
 def test_changed_options_and_fresh_rerun_setup(serve):
     server = serve(_counter_app(1))
-    server.client.call("/")
+    call(server, "/")
     fal.serve(_counter_app(1), fresh=True)
     assert server.last_action == "restarted: fresh requested"
-    assert server.client.call("/") == {"version": 1, "count": 1}  # a new instance
+    assert call(server, "/") == {"version": 1, "count": 1}  # a new instance
 
     app = _counter_app(1)
     app.keep_alive = 600
@@ -156,7 +167,7 @@ def test_requests_in_flight_finish_on_old_handlers(serve):
 
     server = serve(Slow)
     with ThreadPoolExecutor(4) as pool:
-        in_flight = [pool.submit(fal.Client(server.url).call, "/") for _ in range(3)]
+        in_flight = [pool.submit(call, server, "/") for _ in range(3)]
         _wait_for(lambda: server._gen.active == 3)
 
         class Slow(fal.App):
@@ -165,7 +176,7 @@ def test_requests_in_flight_finish_on_old_handlers(serve):
                 return {"version": 2}
 
         fal.serve(Slow)
-        assert server.client.call("/") == {"version": 2}
+        assert call(server, "/") == {"version": 2}
         release.set()
         assert [f.result(10) for f in in_flight] == [{"version": 1}] * 3
 
@@ -183,8 +194,7 @@ def test_open_websocket_and_realtime_sessions_keep_old_handlers(serve):
             return {"version": 1, **data}
 
     server = serve(Echo)
-    client = server.client
-    with client.websocket("/ws") as ws, client.realtime("/rt") as rt:
+    with server.client as client, client.websocket("/ws") as ws, client.realtime("/rt") as rt:
         ws.send("a")
         assert ws.recv(5) == "v1:a"
         rt.send({"n": 1})
@@ -220,7 +230,7 @@ def test_routes_added_and_removed_and_openapi_follows(serve):
             return {"route": "old"}
 
     server = serve(Routes)
-    assert "/old" in server.client.get("/openapi.json")["paths"]
+    assert "/old" in get(server, "/openapi.json")["paths"]
 
     class Routes(fal.App):
         @fal.endpoint("/new")
@@ -229,17 +239,17 @@ def test_routes_added_and_removed_and_openapi_follows(serve):
 
     fal.serve(Routes)
     assert [r.path for r in server.routes] == ["/new"]
-    paths = server.client.get("/openapi.json")["paths"]
+    paths = get(server, "/openapi.json")["paths"]
     assert "/new" in paths and "/old" not in paths
-    assert server.client.call("/new") == {"route": "new"}
+    assert call(server, "/new") == {"route": "new"}
     with pytest.raises(RemoteError) as err:
-        server.client.call("/old")
+        call(server, "/old")
     assert err.value.status == 404
 
 
 def test_failed_setup_on_reserve_keeps_the_old_server(serve):
     server = serve(_counter_app(1))
-    server.client.call("/")
+    call(server, "/")
 
     class Counter(fal.App):
         def setup(self):
@@ -253,7 +263,7 @@ def test_failed_setup_on_reserve_keeps_the_old_server(serve):
         fal.serve(Counter)
     assert isinstance(err.value.__cause__, RuntimeError)
     assert server.running and fal.get_server("counter") is server
-    assert server.client.call("/") == {"version": 1, "count": 2}  # untouched, still serving
+    assert call(server, "/") == {"version": 1, "count": 2}  # untouched, still serving
     assert TEARDOWNS == []
 
 
@@ -270,16 +280,20 @@ def test_restart_has_no_downtime_under_concurrent_load(serve):
     server = serve(Busy)
     stop = threading.Event()
 
+    started = threading.Event()
+
     def hammer() -> list[object]:
         seen: list[object] = []
         with httpx.Client(base_url=server.url, timeout=10) as http:
             while not stop.is_set():
                 response = http.post("/", json={})
                 seen.append(response.json()["version"] if response.status_code == 200 else response)
+                started.set()
         return seen
 
     with ThreadPoolExecutor(4) as pool:
         results = [pool.submit(hammer) for _ in range(4)]
+        assert started.wait(10)
         time.sleep(0.2)
 
         class Busy(fal.App):
@@ -318,7 +332,7 @@ def test_teardown_of_the_old_waits_for_its_requests(serve):
 
     server = serve(Wait)
     with ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(fal.Client(server.url).call, "/")
+        pending = pool.submit(call, server, "/")
         _wait_for(lambda: server._gen.active == 1)
         fal.serve(Wait, fresh=True)
         assert "retires when its 1 open connections end" in server.last_action
@@ -356,7 +370,7 @@ def test_startup_timeout_on_restart_keeps_the_old_one(serve):
 
     with pytest.raises(SetupError, match="startup_timeout"):
         fal.serve(Counter)
-    assert server.client.call("/") == {"version": 1, "count": 1}
+    assert call(server, "/") == {"version": 1, "count": 1}
 
 
 def test_bad_option_is_a_clear_error_and_the_server_keeps_serving(serve):
@@ -365,7 +379,7 @@ def test_bad_option_is_a_clear_error_and_the_server_keeps_serving(serve):
     bad.max_multiplexing = 0
     with pytest.raises(fal.AppDefinitionError, match="max_multiplexing must be a positive"):
         fal.serve(bad)
-    assert server.client.call("/") == {"version": 1, "count": 1}
+    assert call(server, "/") == {"version": 1, "count": 1}
 
 
 KERNEL_CELLS = [
@@ -429,3 +443,66 @@ def _wait_for(condition, timeout: float = 10.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.01)
+
+
+def _big_app(version: int, memory: dict[str, int]):
+    class Big(fal.App):
+        def setup(self):
+            if memory["free"] < 1:
+                raise MemoryError("out of memory (simulated: room for one model)")
+            memory["free"] -= 1
+            time.sleep(0.2 + 0.0 * version)  # the version is in the code: setup changed
+
+        def teardown(self):
+            memory["free"] += 1
+            TEARDOWNS.append("big")
+
+        @fal.endpoint("/")
+        def run(self) -> dict:
+            return {"version": version}
+
+    return Big
+
+
+def test_model_that_fits_once_restarts_teardown_first_and_holds_requests(serve):
+    memory = {"free": 1}
+    server = serve(_big_app(1, memory))
+    assert call(server) == {"version": 1}
+    stop = threading.Event()
+
+    started = threading.Event()
+
+    def hammer() -> list[object]:
+        seen: list[object] = []
+        with httpx.Client(base_url=server.url, timeout=20) as http:
+            while not stop.is_set():
+                response = http.post("/", json={})
+                seen.append(response.json()["version"] if response.status_code == 200 else response)
+                started.set()
+        return seen
+
+    with ThreadPoolExecutor(3) as pool:
+        results = [pool.submit(hammer) for _ in range(3)]
+        assert started.wait(10)
+        time.sleep(0.2)
+        fal.serve(_big_app(2, memory), fresh=True)
+        time.sleep(0.2)
+        stop.set()
+        seen = [v for f in results for v in f.result(30)]
+    assert set(seen) == {1, 2}, server.logs(30)  # none failed
+    assert "old instance torn down first (not enough memory for both)" in server.last_action
+    assert TEARDOWNS == ["big"] and memory == {"free": 0}
+
+
+def test_model_that_fits_once_and_then_fails_stops_the_server(serve):
+    memory = {"free": 1}
+    server = serve(_big_app(1, memory))
+
+    class Big(fal.App):
+        def setup(self):
+            raise MemoryError("never fits")
+
+    with pytest.raises(SetupError, match="old instance was torn down to make room"):
+        fal.serve(Big)
+    assert not server.running and fal.servers() == {}
+    assert memory == {"free": 1}  # the old one was torn down and freed

@@ -17,6 +17,17 @@ import falkit as fal
 from falkit.limits import LimitSpec, RequestLimiter
 
 
+def call(server, path: str = "/", data: object = None):
+    """One call from a client closed right after (no socket left to the GC)."""
+    with fal.Client(server.url) as client:
+        return client.call(path, data)
+
+
+def get(server, path: str):
+    with fal.Client(server.url) as client:
+        return client.get(path)
+
+
 class Gauge:
     """Counts requests inside a handler at once, and the most seen."""
 
@@ -111,7 +122,7 @@ def test_health_and_openapi_are_not_limited(serve):
 
     server = serve(One)
     with ThreadPoolExecutor(1) as pool:
-        busy = pool.submit(server.client.call, "/")
+        busy = pool.submit(call, server, "/")
         time.sleep(0.2)
         with httpx.Client(base_url=server.url, timeout=2) as http:
             assert http.get("/health").status_code == 200
@@ -197,10 +208,10 @@ def test_websocket_session_holds_a_slot(serve):
 
     server = serve(Mux)
     with ThreadPoolExecutor(1) as pool:
-        with server.client.websocket("/ws") as ws:
+        with server.client as client, client.websocket("/ws") as ws:
             ws.send("hi")
             assert ws.recv(5) == "hi"
-            waiting = pool.submit(server.client.call, "/")
+            waiting = pool.submit(call, server, "/")
             time.sleep(0.3)
             assert not waiting.done()  # queued behind the open session, as on fal
         assert waiting.result(10) == {"ok": True}
