@@ -274,8 +274,9 @@ def _next_or_done(iterator: typing.Iterator[Any]) -> Any:
 async def _outputs(result: Any) -> AsyncIterator[Any]:
     """Iterate a handler's sync or async iterator; sync steps run in a worker thread."""
     if hasattr(result, "__aiter__"):
-        async for item in result:
-            yield item
+        async with _closing(result):
+            async for item in result:
+                yield item
         return
     if isinstance(result, dict) or not hasattr(result, "__iter__"):
         raise TypeError(f"Expected an iterator of outputs, got {type(result)}")
@@ -356,8 +357,7 @@ async def _server_streaming(session: Session) -> None:
         result = session.handler(first)
     else:
         result = await session.call(first)
-    async for output in _outputs(result):
-        await session.emit(output)
+    await _emit_all(session, _outputs(result))
 
 
 async def _client_streaming(session: Session) -> None:
@@ -379,8 +379,21 @@ async def _bidi(session: Session) -> None:
         raise TypeError("bidirectional realtime handlers must be `async def`")
     if not hasattr(result, "__aiter__"):
         raise TypeError("Expected an async iterator output for bidirectional realtime")
-    async for output in result:
-        await session.emit(output)
+    await _emit_all(session, result)
+
+
+def _closing(iterator: Any) -> Any:
+    """Close an async generator when the session stops early (client gone, error), so its
+    ``finally`` blocks run now, not whenever the loop shuts down."""
+    if hasattr(iterator, "aclose"):
+        return contextlib.aclosing(iterator)
+    return contextlib.nullcontext()
+
+
+async def _emit_all(session: Session, outputs: Any) -> None:
+    async with _closing(outputs):
+        async for output in outputs:
+            await session.emit(output)
 
 
 _MODES: dict[Mode, Callable[[Session], Awaitable[None]]] = {

@@ -354,3 +354,44 @@ async def test_async_client_error_and_timeout(serve) -> None:
         async with client.realtime("/bidi") as rt:
             await rt.send({"i": 1})
             assert [o async for o in rt] == [{"i": 101, "n": 1}]
+
+
+def test_bad_frame_on_the_buffered_path_answers_queued_inputs_first(gated) -> None:
+    with gated.client as client, client.realtime("/batched") as rt:
+        rt.send({"i": 1})
+        assert Gated.entered.wait(5)
+        rt.send({"i": "bad"})
+        time.sleep(0.3)
+        client.call("/open")
+        assert rt.recv(5) == {"i": 1, "n": 1}
+        with pytest.raises(fal.RealtimeError, match="input does not fit In"):
+            rt.recv(5)
+
+
+def test_client_leaving_mid_stream_is_quiet_and_the_server_keeps_serving(serve) -> None:
+    server = serve(Flood)
+    with connect(ws_url(server, "/flood"), max_size=None, compression=None) as ws:
+        ws.send(pack({"i": 100_000}))
+        assert msgpack.unpackb(ws.recv(5))["k"] == 0
+    with server.client as client, client.realtime("/flood") as rt:
+        rt.send({"i": 2})
+        assert [o["k"] for o in rt] == [0, 1]  # iteration ends at fal's TIMEOUT frame
+    time.sleep(0.2)
+    assert "Traceback" not in server.logs()
+
+
+def test_openapi_carries_fals_protocol_extension(serve) -> None:
+    server = serve(Gated)
+    with server.client as client:
+        spec = client.get("/openapi.json")
+    protocol = spec["paths"]["/batched"]["x-fal-protocol"]
+    assert protocol == {
+        "type": "realtime",
+        "operationId": "batched",
+        "config": {"buffering": None, "sessionTimeout": None, "maxBatchSize": 3},
+        "contentType": "application/msgpack",
+        "realtimeMode": "unary",
+    }
+    assert spec["paths"]["/buffered"]["x-fal-protocol"]["config"]["buffering"] == 2
+    assert {"In", "Out"} <= set(spec["components"]["schemas"])
+    assert "/batched" in spec["x-fal-order-paths"]
