@@ -119,6 +119,9 @@ def adapt(fal_cls: type) -> type[App]:
     if base is None or not is_fal_app(fal_cls):
         raise AppDefinitionError(f"{fal_cls!r} is not a fal.App subclass")
     namespace = _user_namespace(fal_cls, base)
+    # fal's own GET /health body ({"version": ...}) unless the class defines health().
+    namespace.setdefault("health", vars(base).get("health", App.health))
+    namespace.setdefault("version", getattr(fal_cls, "version", "unknown"))
     namespace.update(_options(fal_cls))
     namespace["__module__"] = fal_cls.__module__
     namespace["__qualname__"] = fal_cls.__qualname__

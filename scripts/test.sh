@@ -14,7 +14,12 @@ PY=${PYTHON:-python3}
 python -m pip install -q --upgrade pip
 # torch first, pinned: an open range with no torch installed would pull a multi-GB CUDA build.
 python -m pip install -q "torch==2.13.0"
-python -m pip install -q -e ".[dev,torch,notebooks]"
+python -m pip install -q -e ".[dev,torch,notebooks,ray]"
+# The fal SDK without its fastapi<0.137 pin (see the `fal` extra), plus what `import fal`
+# and fal's own local server (tests/test_fal_apps.py compares against it) need.
+python -m pip install -q --no-deps "fal==1.83.0"
+python -m pip install -q isolate-proto grpc-interceptor "structlog<26" "rich<15" colorama tomli \
+  "cloudpickle<3.2" opentelemetry-sdk "pathspec<1" starlette-exporter
 set +e
 python -m pytest "$@"
 rc=$?

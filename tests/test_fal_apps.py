@@ -1,0 +1,252 @@
+"""Classes written against the real ``fal`` SDK (``import fal``), served unchanged by falkit.
+
+Each behaviour is checked twice over real loopback sockets: against falkit's server and
+against fal's own ASGI application for the same class (``App._build_app()``, what
+``fal run --local`` serves), run here on uvicorn in a thread. The answers must match.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import WebSocket
+from pydantic import BaseModel
+
+import falkit
+from falkit.server import Server
+
+fal = pytest.importorskip("fal", reason="install the fal SDK: pip install 'falkit[fal]'")
+pytest.importorskip("starlette_exporter", reason="fal's own server needs starlette-exporter")
+
+pytestmark = [
+    pytest.mark.timeout(120),
+    # fal's own realtime code calls pydantic's deprecated .dict(); not ours to fix.
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:fal.realtime"),
+]
+
+EVENTS: list[str] = []
+
+
+class Input(BaseModel):
+    prompt: str
+
+
+class Output(BaseModel):
+    output: str
+
+
+class RealFalApp(fal.App, keep_alive=30, max_concurrency=3):
+    machine_type = "S"
+    requirements = ["pydantic"]
+
+    def setup(self) -> None:
+        self.prefix = ">"
+        EVENTS.append("setup")
+
+    def teardown(self) -> None:
+        EVENTS.append("teardown")
+
+    def shout(self, text: str) -> str:  # a plain helper method, not a route
+        return self.prefix + text.upper()
+
+    @fal.endpoint("/")
+    def generate(self, input: Input) -> Output:
+        return Output(output=self.shout(input.prompt))
+
+    @fal.endpoint("/fail")
+    def fail(self, input: Input) -> Output:
+        raise RuntimeError("boom")
+
+    @fal.endpoint("/ws", is_websocket=True)
+    async def ws(self, websocket: WebSocket) -> None:
+        await websocket.accept()
+        text = await websocket.receive_text()
+        await websocket.send_json({"echo": self.prefix + text})
+        await websocket.close()
+
+    @fal.realtime("/realtime", buffering=4)
+    def rt(self, input: Input) -> Output:
+        if input.prompt == "boom":
+            raise RuntimeError("bad frame")
+        return Output(output=self.shout(input.prompt))
+
+    @fal.realtime("/stream")
+    def stream(self, input: Input) -> Iterator[Output]:
+        for char in input.prompt:
+            yield Output(output=char)
+
+
+class FalOwnServer:
+    """fal's own ASGI application for a class, on uvicorn in a thread (loopback)."""
+
+    def __init__(self, app_cls: type) -> None:
+        import uvicorn
+
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        config = uvicorn.Config(app_cls(_allow_init=True)._build_app(), log_config=None)
+        self.server = uvicorn.Server(config)
+        # uvicorn's own signal handlers would replace pytest's; not wanted in a thread.
+        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [sock]}, daemon=True
+        )
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert self.thread.is_alive() and time.monotonic() < deadline, "fal's app did not start"
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+
+
+@pytest.fixture
+def both(serve: Any) -> Iterator[dict[str, str]]:
+    EVENTS.clear()
+    ours: Server = serve(RealFalApp)
+    theirs = FalOwnServer(RealFalApp)
+    try:
+        yield {"falkit": ours.url, "fal": theirs.url}
+    finally:
+        theirs.stop()
+
+
+def _http(url: str) -> list[tuple[int, Any]]:
+    answers = []
+    # A connection per request: after a 500 fal's own server resets a kept-alive
+    # connection (falkit's keeps it; see the next test), which is not what is compared.
+    for method, path, body in [
+        ("POST", "/", {"prompt": "hi"}),
+        ("POST", "/", {"wrong": 1}),
+        ("POST", "/", None),
+        ("POST", "/nope", {"prompt": "x"}),
+        ("POST", "/fail", {"prompt": "x"}),
+        ("POST", "/", {"prompt": "after the errors"}),
+        ("GET", "/health", None),
+    ]:
+        response = httpx.request(method, url + path, json=body, timeout=30)
+        answers.append((response.status_code, response.json()))
+    return answers
+
+
+def test_http_answers_match_fals_own_server(both: dict[str, str]) -> None:
+    ours, theirs = _http(both["falkit"]), _http(both["fal"])
+    assert ours == theirs
+    assert ours[0] == (200, {"output": ">HI"})
+    assert ours[3] == (404, {"detail": "Path /nope not found"})
+    assert ours[4] == (500, {"detail": "Internal Server Error"})
+
+
+def test_a_500_leaves_the_kept_alive_connection_usable(serve: Any) -> None:
+    with httpx.Client(base_url=serve(RealFalApp).url, timeout=30) as client:
+        assert client.post("/fail", json={"prompt": "x"}).status_code == 500
+        assert client.post("/", json={"prompt": "x"}).json() == {"output": ">X"}
+
+
+def _realtime(url: str) -> list[Any]:
+    seen: list[Any] = []
+    client = falkit.Client(url)
+    with client.realtime("/realtime") as session:
+        for word in ("a", "b"):
+            session.send({"prompt": word})
+            seen.append(session.recv())
+        session.send({"prompt": "boom"})
+        with pytest.raises(falkit.RealtimeError) as err:
+            session.recv()
+        seen.append((err.value.error, err.value.reason))
+    with client.realtime("/stream") as session:
+        session.send({"prompt": "xyz"})
+        seen += [session.recv() for _ in range(3)]
+    with client.realtime("/realtime") as session:  # a new session works after an error
+        session.send({"prompt": "c"})
+        seen.append(session.recv())
+    return seen
+
+
+def test_realtime_sessions_match_fals_own_server(both: dict[str, str]) -> None:
+    ours, theirs = _realtime(both["falkit"]), _realtime(both["fal"])
+    assert ours == theirs
+    assert ours[:2] == [{"output": ">A"}, {"output": ">B"}]
+    assert ours[2] == ("INTERNAL_ERROR", "bad frame")
+
+
+def test_websocket_route_matches_fals_own_server(both: dict[str, str]) -> None:
+    import json
+
+    answers = []
+    for url in (both["falkit"], both["fal"]):
+        with falkit.Client(url).websocket("/ws") as ws:
+            ws.send("hello")
+            answers.append(json.loads(ws.recv(timeout=10)))
+    assert answers == [{"echo": ">hello"}] * 2
+
+
+def test_setup_and_teardown_run_once_each(serve: Any) -> None:
+    EVENTS.clear()
+    server = serve(RealFalApp)
+    assert EVENTS == ["setup"]
+    server.client.call("/", {"prompt": "x"})
+    server.stop()
+    assert EVENTS == ["setup", "teardown"]
+
+
+def test_name_options_and_routes_come_from_the_fal_class(serve: Any) -> None:
+    server = serve(RealFalApp)
+    assert server.app_name == RealFalApp.app_name == "real-fal-app"
+    assert falkit.get_server("RealFalApp") is server
+    options = server.app_cls.options()
+    assert options["keep_alive"] == 30 and options["max_concurrency"] == 3
+    assert options["machine_type"] == "S" and options["requirements"] == ["pydantic"]
+    kinds = {spec.path: spec.kind for spec in server.routes}
+    assert kinds == {
+        "/": "http",
+        "/fail": "http",
+        "/ws": "websocket",
+        "/realtime": "realtime",
+        "/stream": "realtime",
+    }
+    assert next(s for s in server.routes if s.path == "/realtime").buffering == 4
+    # fal's URL layout: the same route under /<owner>/<app-name>/.
+    assert server.client.call("/me/real-fal-app/", {"prompt": "y"}) == {"output": ">Y"}
+
+
+def test_the_fal_class_itself_is_untouched(serve: Any) -> None:
+    serve(RealFalApp).stop()
+    serve(RealFalApp)  # adapting twice works: the user's functions keep only fal's tags
+    assert not hasattr(RealFalApp.generate, "__falkit_route__")
+    assert RealFalApp.generate.route_signature.path == "/"
+    assert not issubclass(RealFalApp, falkit.App)
+
+
+def test_not_an_app_is_still_rejected() -> None:
+    class Plain:
+        pass
+
+    with pytest.raises(falkit.AppDefinitionError):
+        falkit.serve(Plain)  # type: ignore[arg-type]
+    with pytest.raises(falkit.AppDefinitionError):
+        falkit.serve(fal.App)  # the base class itself has nothing to serve
+
+
+def test_percent_fal_serve_accepts_a_real_fal_class() -> None:
+    from IPython.testing.globalipapp import start_ipython
+
+    shell = start_ipython()
+    assert shell is not None
+    falkit.load_ipython_extension(shell)
+    shell.user_ns["RealFalApp"] = RealFalApp
+    try:
+        shell.run_line_magic("fal", "serve RealFalApp")
+        server = falkit.get_server("real-fal-app")
+        assert server.client.call("/", {"prompt": "m"}) == {"output": ">M"}
+    finally:
+        shell.run_line_magic("fal", "stop --all")
