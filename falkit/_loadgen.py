@@ -10,8 +10,8 @@ and writes one JSON result on stdout: per-request latencies (ms), error counts b
 wall time, and the ``Server-Timing`` phases the server reported.
 
 HTTP is spoken directly on asyncio streams (HTTP/1.1, keep-alive, content-length or
-chunked answers): measured on a 2-core machine, httpx's client costs ~4x more CPU per
-request than the server under test, and would measure itself. Realtime routes use
+chunked answers): a general client (httpx) spends more CPU per request than a small echo
+server does, and on a small machine would measure itself. Realtime routes use
 ``websockets`` and msgpack frames, as fal's clients do.
 """
 

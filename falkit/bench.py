@@ -12,11 +12,10 @@ from __future__ import annotations
 import base64
 import html
 import json
-import statistics
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -28,7 +27,7 @@ if TYPE_CHECKING:
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 MAX_REQUESTS = 1_000_000
-_LOADGEN = Path(__file__).with_name("_loadgen.py")
+_LOADGEN = os.path.join(os.path.dirname(__file__), "_loadgen.py")
 _PHASES = ("decode", "handler", "encode")
 
 
@@ -198,7 +197,7 @@ def _check_bounds(n: int, c: int, duration: float) -> None:
 def _run_loadgen(config: dict[str, Any], limit: float) -> dict[str, Any]:
     try:
         done = subprocess.run(
-            [sys.executable, str(_LOADGEN)],
+            [sys.executable, _LOADGEN],
             input=json.dumps(config),
             capture_output=True,
             text=True,
@@ -213,6 +212,8 @@ def _run_loadgen(config: dict[str, Any], limit: float) -> dict[str, Any]:
 
 
 def _medians(headers: list[str]) -> dict[str, float]:
+    import statistics
+
     parsed = [parse_server_timing(h) for h in headers]
     return {
         phase: round(statistics.median(p[phase] for p in parsed if phase in p), 4)
