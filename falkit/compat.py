@@ -21,6 +21,7 @@ server, from any thread.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import Iterator
@@ -54,6 +55,55 @@ def _urls(base: str) -> dict[str, str]:
     }
 
 
+# fal_client's default clients cache their credentials and HTTP client on first use; the
+# local session gets fresh ones, so neither a placeholder key leaks out afterwards nor a
+# real key (or a pooled connection to fal) leaks in.
+_CACHED = ("_auth", "_client", "_token_manager")
+
+
+def _default_clients() -> list[Any]:
+    import fal_client
+
+    return [c for c in (fal_client.sync_client, fal_client.async_client) if c is not None]
+
+
+def _take_cached(client: Any) -> dict[str, Any]:
+    return {name: client.__dict__.pop(name) for name in _CACHED if name in client.__dict__}
+
+
+def _close_quietly(http: Any) -> None:
+    """Close the local session's pooled HTTP client; an async one is closed on the running
+    loop (a kernel's, where it was made) or, with none running, on a fresh one."""
+    with contextlib.suppress(Exception):
+        if not hasattr(http, "aclose"):
+            http.close()
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            asyncio.run(http.aclose())
+        else:
+            _closing.add(task := loop.create_task(http.aclose()))
+            task.add_done_callback(_closing.discard)
+
+
+_closing: set[Any] = set()  # strong references: the loop keeps only weak ones to tasks
+
+
+@contextlib.contextmanager
+def _fresh_default_clients() -> Iterator[None]:
+    clients = _default_clients()
+    saved = [_take_cached(client) for client in clients]
+    try:
+        yield
+    finally:
+        for client, before in zip(clients, saved, strict=True):
+            local = _take_cached(client)
+            if "_client" in local:
+                _close_quietly(local["_client"])
+            client.__dict__.update(before)
+
+
 @contextlib.contextmanager
 def use_fal_client(server: Any, *, owner: str = "local") -> Iterator[str]:
     """Route ``fal_client`` (run, stream, submit/status/result/cancel, realtime) to
@@ -68,7 +118,8 @@ def use_fal_client(server: Any, *, owner: str = "local") -> Iterator[str]:
         if saved_key is None and not os.environ.get("FAL_KEY_ID"):
             # fal_client refuses to run without credentials; a local server needs none.
             os.environ["FAL_KEY"] = _PLACEHOLDER_KEY
-        yield f"{owner}/{server.app_name}"
+        with _fresh_default_clients():
+            yield f"{owner}/{server.app_name}"
     finally:
         for name, value in saved.items():
             setattr(module, name, value)

@@ -143,6 +143,9 @@ async def test_async_run_and_realtime(app_id: str) -> None:
     async with fal_client.realtime_async(app_id) as rt:
         await rt.send({"prompt": "y"})
         assert await rt.recv() == {"output": "yy"}
+    # fal_client's default async client is never closed by fal_client itself; its pool
+    # belongs to this test's loop, so it is closed here rather than after the loop is gone.
+    await (await fal_client.async_client._client).aclose()
 
 
 def test_use_fal_client_restores_everything(serve) -> None:
@@ -154,3 +157,19 @@ def test_use_fal_client_restores_everything(serve) -> None:
         raise RuntimeError("leave the block with an error")
     assert before == (fal_client_module.RUN_URL_FORMAT, fal_client_module.REALTIME_URL_FORMAT)
     assert os.environ.get("FAL_KEY") == key
+
+
+def test_default_clients_get_fresh_credentials_and_give_them_back(serve) -> None:
+    sync = fal_client.sync_client
+    sentinel = object()
+    sync.__dict__["_auth"] = sentinel  # as if fal_client had been used against fal before
+    try:
+        server = serve(FalClientApp)
+        with use_fal_client(server) as app_id:
+            assert "_auth" not in sync.__dict__
+            assert fal_client.run(app_id, {"prompt": "k"}) == {"output": "K"}
+            assert sync.__dict__["_client"].headers["authorization"].startswith("Key falkit-local")
+        assert sync.__dict__.get("_auth") is sentinel
+        assert "_client" not in sync.__dict__  # the local session's HTTP client is closed
+    finally:
+        sync.__dict__.pop("_auth", None)

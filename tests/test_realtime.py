@@ -72,6 +72,10 @@ class Modes(fal.App):
     def unary(self, input: In) -> Out:
         return Out(i=input.i * 2)
 
+    @fal.realtime("/unary-buffered", buffering=2, session_timeout=0.3)
+    async def unary_buffered(self, input: In) -> Out:
+        return Out(i=input.i)
+
     @fal.realtime("/dict")
     async def as_dict(self, input: dict) -> dict:
         return {"got": input}
@@ -117,6 +121,14 @@ def test_unary_idle_close_sends_fal_timeout_frame(serve) -> None:
             assert msgpack.unpackb(ws.recv(5)) == {"i": 2 * i, "n": 1}
         outputs, text = read_until_close(ws)
     assert outputs == [] and text == TIMEOUT_FRAME
+
+
+def test_buffered_unary_idle_close_too(serve) -> None:
+    server = serve(Modes)
+    with connect(ws_url(server, "/unary-buffered")) as ws:
+        ws.send(pack({"i": 5}))
+        outputs, text = read_until_close(ws)
+    assert outputs == [{"i": 5, "n": 1}] and text == TIMEOUT_FRAME
 
 
 def test_dict_in_dict_out(serve) -> None:
