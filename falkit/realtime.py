@@ -178,8 +178,14 @@ class Session:
         """The next validated input; ``_SessionEnd`` on disconnect or idle timeout."""
         from starlette.websockets import WebSocketDisconnect
 
+        timeout = self.spec.session_timeout
         try:
-            message = await asyncio.wait_for(self.ws.receive(), self.spec.session_timeout)
+            # No wait_for without a timeout: one coroutine frame fewer per message.
+            message = await (
+                self.ws.receive()
+                if timeout is None
+                else asyncio.wait_for(self.ws.receive(), timeout)
+            )
         except (asyncio.TimeoutError, WebSocketDisconnect):
             raise _SessionEnd from None
         if message["type"] == "websocket.disconnect":
