@@ -18,8 +18,19 @@ def browser_url(server: Any, path: str = "") -> str:
         browser_url(server, "/docs")   # "/user/ada/proxy/8000/docs" on a hub
     """
     path = path if not path or path.startswith("/") else "/" + path
+    root = proxy_root_path(server.port)
+    if not root:
+        return server.url + path
+    return f"{root}{path or '/'}"
+
+
+def proxy_root_path(port: int) -> str:
+    """The path jupyter-server-proxy serves ``port`` under on a hub
+    (``/user/ada/proxy/8000``), or ``""`` off a hub. The server uses it as the ASGI
+    ``root_path``: the proxy strips it from requests, and ``/docs`` must load
+    ``openapi.json`` from under it, not from the hub's root."""
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX")
     if not prefix:
-        return server.url + path
+        return ""
     prefix = prefix if prefix.endswith("/") else prefix + "/"
-    return f"{prefix}proxy/{server.port}{path or '/'}"
+    return f"{prefix}proxy/{port}"

@@ -18,6 +18,7 @@ _KIND_LABEL = {"http": "POST", "websocket": "WS", "realtime": "RT"}
 
 def card_rows(server: Server) -> list[tuple[str, str]]:
     """The facts the card shows, as (label, value) pairs."""
+    from ._proxy import browser_url, proxy_root_path
     from .limits import describe as describe_limits
 
     setup = f"{server.setup_seconds:.2f} s" if server.setup_seconds is not None else "-"
@@ -28,6 +29,9 @@ def card_rows(server: Server) -> list[tuple[str, str]]:
         ("setup", setup),
         ("status", server.last_action or ("running" if server.running else "stopped")),
     ]
+    if proxy_root_path(server.port):
+        # On JupyterHub/Binder the browser cannot reach the loopback URL; this link it can.
+        rows.insert(2, ("browser", browser_url(server)))
     limits = describe_limits(server.limits)
     return [*rows, ("limits", limits)] if limits else rows
 
@@ -39,12 +43,22 @@ def card_text(server: Server) -> str:
     return "\n".join(lines)
 
 
+def _fact_html(label: str, value: str) -> str:
+    code = f"<code>{html.escape(value)}</code>"
+    if label != "browser":
+        return code
+    link = html.escape(value, quote=True)
+    docs = html.escape(value.rstrip("/") + "/docs", quote=True)
+    new_tab = "target='_blank'"
+    return f"<a href='{link}' {new_tab}>{code}</a> (<a href='{docs}' {new_tab}>docs</a>)"
+
+
 def card_html(server: Server) -> str:
     """The rich card: URL, app name, each route's kind and path, device, setup time."""
     esc = html.escape
     facts = "".join(
         f"<tr><th style='text-align:right;padding-right:8px'>{esc(label)}</th>"
-        f"<td><code>{esc(value)}</code></td></tr>"
+        f"<td>{_fact_html(label, value)}</td></tr>"
         for label, value in card_rows(server)
     )
     routes = "".join(

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._logs import ensure_routed as ensure_log_routing, LogRing, current_ring
 from ._logs import install as install_log_routing
+from ._proxy import proxy_root_path
 from ._startup import StartupProgress
 from .app import App
 from .asgi import build_asgi, call_hook
@@ -477,6 +478,9 @@ class Server:
         cls = type(instance)
         app = build_asgi(instance, lifespan=False)
         app.state.ws_max_size = self.ws_max_size
+        # Behind JupyterHub/Binder the browser reaches this port under /proxy/PORT/: /docs
+        # must load openapi.json from there (an attribute, not the deprecated keyword).
+        app.root_path = proxy_root_path(self.port)
         limits = _check_options(cls)
         paths = {spec.path for spec in cls.routes()}
         return _Generation(instance, limit_requests(app, limits, paths, cls.app_name), limits)
