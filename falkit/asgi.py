@@ -61,8 +61,11 @@ class FalURLLayout:
 
 
 def _add_error_handlers(app: FastAPI) -> None:
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from starlette.exceptions import HTTPException
+
+    from ._safejson import validation_error
 
     async def not_found(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
@@ -86,6 +89,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": "Internal Server Error"}, 500)
 
     app.add_exception_handler(HTTPException, not_found)
+    app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(Exception, internal)
 
 
@@ -133,11 +137,14 @@ def build_asgi(instance: App, *, lifespan: bool = True) -> FastAPI:
     ``setup()``/``teardown()``; falkit's own server runs them itself (``lifespan=False``)."""
     from fastapi import FastAPI
 
+    from ._safejson import SafeJSONResponse
+
     cls = type(instance)
     app = FastAPI(
         title=cls.__name__,
         description=(cls.__doc__ or "").strip(),
         lifespan=_lifespan(instance) if lifespan else None,
+        default_response_class=SafeJSONResponse,  # bad input is never a 500 (see _safejson)
     )
     _add_error_handlers(app)
     app.add_api_route("/health", _health_route(instance), methods=["GET"], name="health")

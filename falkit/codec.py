@@ -161,7 +161,9 @@ def _unpack_torch(dtype: str, shape: list[int], raw: bytes) -> Any:
     torch_dtype = getattr(torch, dtype, None)
     if not isinstance(torch_dtype, torch.dtype):
         raise ProtocolError(f"unknown torch dtype {dtype!r}")
-    if not raw:
+    if not raw and 0 in shape:
+        # Only a shape with no elements may come without bytes: a peer's 15-byte frame
+        # claiming [2**30] would otherwise allocate 4 GiB here.
         return torch.empty(shape, dtype=torch_dtype)
     flat = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
     return flat.view(torch_dtype).reshape(shape)

@@ -60,6 +60,7 @@ logger = logging.getLogger("falkit")
 _registry: dict[str, Server] = {}
 _registry_lock = threading.RLock()
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+KEEP_ALIVE_S = 75  # longer than clients' pools keep idle connections (httpx: 5 s)
 RETIRE_WAIT_S = 2.0  # how long a restarting cell waits for the old instance's teardown
 OOM_DRAIN_S = 30.0  # how long requests on the old instance may finish before it must go
 
@@ -452,6 +453,10 @@ class Server:
             interface="asgi3",
             access_log=False,
             timeout_graceful_shutdown=5,
+            # uvicorn closes idle keep-alive connections after 5 s, exactly when httpx's
+            # pool expires them: a request sent at that moment met the close (1 ReadError in
+            # 30,000 soak requests). Clients now always let go first.
+            timeout_keep_alive=KEEP_ALIVE_S,
             # The realtime layer enforces ``ws_max_size`` itself and answers an oversize
             # frame with fal's error frame; uvicorn's cap (a bare 1009 close) sits above.
             ws_max_size=4 * self.ws_max_size,
