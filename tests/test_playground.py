@@ -162,6 +162,9 @@ def test_routes_view_lists_every_route_with_kind_and_schemas(open_playground):
     assert "raw messages" in schemas["/ws"]
     assert "prompt: string, image: boolean = False" in schemas["/realtime"]  # from the class
 
+    text = pg._repr_mimebundle_()["text/plain"]  # what a front end without widgets shows
+    assert text.startswith("falkit playground: play-app (") and "websocket /ws" in text
+
     pg.routes.buttons["/ws"].click()
     assert type(pg.console).__name__ == "WebSocketConsole"
     pg.routes.buttons["/realtime"].click()
@@ -230,6 +233,9 @@ def test_validation_error_is_shown_readably_and_the_next_send_works(open_playgro
     shown = html.unescape(console.output.value)
     assert "<code>prompt</code>: String should have at least 1 character" in shown
     assert "Traceback" not in shown and "body" not in shown
+    assert console.shown().splitlines()[1:] == [
+        '- prompt: String should have at least 1 character (got "")'
+    ]
     send(console, prompt="ok")
     assert "200 OK" in console.status.value and '"output": "okok"' in console.output.value.replace(
         "&quot;", '"'
@@ -287,6 +293,7 @@ def test_images_in_the_answer_are_rendered_as_images(open_playground):
     assert "<img src='https://example.com/cat.png?size=1'" in shown
     assert "page.html'" not in shown  # not an image URL: stays text
     assert "... (" in html.unescape(shown)  # the long data URI is shortened in the JSON
+    assert console.shown().count("[image]") == 3
 
 
 def test_copy_as_code_gives_a_working_client_call_and_curl(open_playground):

@@ -95,6 +95,10 @@ class HttpConsole:
         if self.pending is not None and not self.pending.wait(timeout):
             raise TimeoutError(f"no answer from {self.spec.path} within {timeout} s")
 
+    def shown(self) -> str:
+        """What the console shows (status, then the answer or error) as plain text."""
+        return render.plain(self.status.value + "<br>" + self.output.value)
+
     def _show_code(self) -> None:
         shown = self.copy_button.value
         self.code.layout.display = None if shown else "none"

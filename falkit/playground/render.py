@@ -7,6 +7,7 @@ import base64
 import html
 import http
 import json
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -109,6 +110,16 @@ def result_html(value: Any, rewrite: Callable[[str], str] = lambda u: u) -> str:
             "</div>"
         )
     return "".join(parts)
+
+
+def plain(markup: str) -> str:
+    """What an HTML fragment reads as: tags dropped, list items and blocks on own lines."""
+    text = re.sub(r"<img[^>]*>", "[image]", markup)
+    text = re.sub(r"<(li)[^>]*>", "- ", text)
+    text = re.sub(r"</(li|div|pre|ul)>|<br\s*/?>", "\n", text)
+    text = re.sub(r"<[^>]+>", "", text)
+    lines = (line.rstrip() for line in html.unescape(text).splitlines())
+    return "\n".join(line for line in lines if line)
 
 
 def status_line(status: int | None, seconds: float | None) -> str:

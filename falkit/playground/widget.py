@@ -106,6 +106,15 @@ class Playground(W.VBox):
             "<b style='color:#cf222e'>server stopped</b>: serve it again and reopen the playground"
         )
 
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any] | None:
+        # Without a widget front end (nbval, a static render) this line stands in for the
+        # widget, instead of ipywidgets' repr of every child.
+        bundle = super()._repr_mimebundle_(**kwargs)
+        if bundle is not None:
+            routes = ", ".join(f"{s.kind} {s.path}" for s in self._route_specs)
+            bundle["text/plain"] = f"falkit playground: {self.server.app_name} ({routes})"
+        return bundle
+
     def close(self) -> None:
         """Stop the poller and every console's background work, then close the widgets."""
         poller = getattr(self, "poller", None)  # close() also runs from __del__
