@@ -210,3 +210,15 @@ def test_tracebacks_and_kernel_state_never_reach_the_client(serve):
         assert httpx.get(server.url + path).status_code in (404, 405), path
     paths = set(server.client.get("/openapi.json")["paths"])
     assert paths == {"/", "/boom", "/health"} | {p for p in paths if p in ("/ws", "/realtime")}
+
+
+def test_the_playground_sends_the_key(serve):
+    from falkit.playground.context import Context
+
+    server = serve(Guarded, auth="play-key")
+    ctx = Context.of(server)
+    try:
+        assert ctx.openapi_error == "" and "/" in ctx.openapi["paths"]
+        assert ctx.client.call("/", {"prompt": "p"}) == {"output": "p"}
+    finally:
+        ctx.client.close()
