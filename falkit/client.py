@@ -8,7 +8,13 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any
 
-from ._realtime_client import WS_OPTIONS, AsyncRealtimeSession, RealtimeSession
+from ._realtime_client import (
+    WS_OPTIONS,
+    AsyncRealtimeSession,
+    Decoder,
+    Encoder,
+    RealtimeSession,
+)
 from .exceptions import RemoteError
 
 if TYPE_CHECKING:
@@ -114,11 +120,20 @@ class Client:
             yield ws
 
     @contextmanager
-    def realtime(self, path: str, **options: Any) -> Iterator[RealtimeSession]:
+    def realtime(
+        self,
+        path: str,
+        *,
+        encode_message: Encoder | None = None,
+        decode_message: Decoder | None = None,
+        throttle_interval: float | None = None,
+    ) -> Iterator[RealtimeSession]:
         """A session on a ``@fal.realtime`` route: ``send(obj)`` / ``recv()`` / iteration,
-        msgpack frames. ``options``: ``encode_message``/``decode_message`` (e.g.
-        ``falkit.codec.encode_tensors``/``decode_tensors``) and ``throttle_interval``
-        (seconds, as fal-js's ``throttleInterval``). An error frame raises ``RealtimeError``.
+        msgpack frames. ``encode_message``/``decode_message`` swap the codec (e.g.
+        ``falkit.codec.encode_tensors``/``decode_tensors`` for arrays); ``throttle_interval``
+        (seconds, as fal-js's ``throttleInterval``, off by default) keeps only the latest
+        input per interval. An ``INTERNAL_ERROR`` frame raises ``RealtimeError``; fal's
+        ``TIMEOUT`` frame ends the session quietly (``recv()`` returns ``None``).
 
         Example::
 
@@ -132,7 +147,12 @@ class Client:
         with connect(
             url, additional_headers=self.headers, open_timeout=self.timeout, **WS_OPTIONS
         ) as ws:
-            yield RealtimeSession(ws, **options)
+            yield RealtimeSession(
+                ws,
+                encode_message=encode_message,
+                decode_message=decode_message,
+                throttle_interval=throttle_interval,
+            )
 
     def close(self) -> None:
         self._http.close()
@@ -187,7 +207,14 @@ class AsyncClient:
             yield ws
 
     @asynccontextmanager
-    async def realtime(self, path: str, **options: Any) -> AsyncIterator[AsyncRealtimeSession]:
+    async def realtime(
+        self,
+        path: str,
+        *,
+        encode_message: Encoder | None = None,
+        decode_message: Decoder | None = None,
+        throttle_interval: float | None = None,
+    ) -> AsyncIterator[AsyncRealtimeSession]:
         """The asyncio twin of ``Client.realtime`` (same options)."""
         from websockets.asyncio.client import connect
 
@@ -195,7 +222,12 @@ class AsyncClient:
         async with connect(
             url, additional_headers=self.headers, open_timeout=self.timeout, **WS_OPTIONS
         ) as ws:
-            session = AsyncRealtimeSession(ws, **options)
+            session = AsyncRealtimeSession(
+                ws,
+                encode_message=encode_message,
+                decode_message=decode_message,
+                throttle_interval=throttle_interval,
+            )
             try:
                 yield session
             finally:
