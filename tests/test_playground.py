@@ -395,7 +395,8 @@ def test_status_bar_and_logs_update_live(open_playground):
     assert "play-app" in pg.status.widget.value and "running" in pg.status.widget.value
     assert pg.server.url in pg.status.widget.value and "cpu" in pg.status.widget.value
     assert until(lambda: "requests 1" in pg.status.widget.value)  # GET /openapi.json
-    pg.server.client.call("/", {"prompt": "from elsewhere"})  # not through the widget
+    with pg.server.client as client:  # not through the widget
+        client.call("/", {"prompt": "from elsewhere"})
     assert until(lambda: "generating &#x27;from elsewhere&#x27;" in pg.logs.view.value)
     assert until(lambda: "requests 2" in pg.status.widget.value)
     assert "p50 " in pg.status.widget.value and "p50 -" not in pg.status.widget.value
@@ -426,7 +427,8 @@ def test_close_stops_every_thread(serve):
     assert len(playground_threads()) == 3
     pg.close()
     assert not playground_threads()
-    assert server.client.call("/", {"prompt": "still serving"})["output"]
+    with server.client as client:
+        assert client.call("/", {"prompt": "still serving"})["output"]
 
 
 def test_a_new_playground_replaces_the_old_one(open_playground, serve):
