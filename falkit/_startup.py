@@ -18,6 +18,7 @@ from ._logs import LogRing
 
 SHOW_AFTER_S = 0.3  # fast setups show no progress line at all
 UPDATE_EVERY_S = 0.25
+SCRIPT_NOTICE_AFTER_S = 5.0  # outside a kernel: one line, only for a really slow setup
 
 
 def _kernel_display() -> Any:
@@ -80,7 +81,7 @@ class StartupProgress:
 
     def _show(self, text: str) -> None:
         if self._display is None:
-            if not self._announced and self.elapsed >= 1.0:
+            if not self._announced and self.elapsed >= SCRIPT_NOTICE_AFTER_S:
                 self._announced = True
                 sys.stderr.write(f"falkit: {self.label}: setup running...\n")
             return
