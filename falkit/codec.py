@@ -19,6 +19,7 @@ that is already loaded. A CUDA tensor is copied to the CPU only when it is encod
 
 from __future__ import annotations
 
+import struct
 import sys
 from typing import Any
 
@@ -29,6 +30,7 @@ from .exceptions import ProtocolError
 #: The msgpack extension type code of an array (application codes are 0..127).
 TENSOR_EXT = 84  # "T"
 
+_HEADER_LEN = struct.Struct("<I")
 _NUMPY = "numpy"
 _TORCH = "torch"
 
@@ -102,7 +104,12 @@ def _scalar(obj: Any) -> Any:
 
 
 def _ext(kind: str, dtype: str, shape: tuple[int, ...], data: Any) -> msgpack.ExtType:
-    return msgpack.ExtType(TENSOR_EXT, msgpack.packb([kind, dtype, list(shape), data]))
+    # Layout: u32 header length, msgpack header [kind, dtype, shape], raw bytes. Joining
+    # copies the array once; packing it as a msgpack bin inside the header would copy it
+    # twice (and once more to unpack).
+    header = msgpack.packb([kind, dtype, list(shape)])
+    payload = b"".join((_HEADER_LEN.pack(len(header)), header, data))
+    return msgpack.ExtType(TENSOR_EXT, payload)
 
 
 def _pack_numpy(array: Any) -> msgpack.ExtType:
@@ -130,7 +137,10 @@ def _unpack_array(code: int, data: bytes) -> Any:
     if code != TENSOR_EXT:
         return msgpack.ExtType(code, data)
     try:
-        kind, dtype, shape, raw = msgpack.unpackb(data, raw=False)
+        (size,) = _HEADER_LEN.unpack_from(data)
+        end = _HEADER_LEN.size + size
+        kind, dtype, shape = msgpack.unpackb(data[_HEADER_LEN.size : end], raw=False)
+        raw = memoryview(data)[end:]
         if kind == _TORCH:
             return _unpack_torch(dtype, shape, raw)
         if kind == _NUMPY:
@@ -142,7 +152,7 @@ def _unpack_array(code: int, data: bytes) -> Any:
     raise ProtocolError(f"unknown array kind {kind!r} in msgpack frame")
 
 
-def _unpack_numpy(dtype: str, shape: list[int], raw: bytes) -> Any:
+def _unpack_numpy(dtype: str, shape: list[int], raw: memoryview) -> Any:
     try:
         import numpy as np
     except ImportError:
@@ -151,7 +161,7 @@ def _unpack_numpy(dtype: str, shape: list[int], raw: bytes) -> Any:
     return np.frombuffer(bytearray(raw), dtype=np.dtype(dtype)).reshape(shape)
 
 
-def _unpack_torch(dtype: str, shape: list[int], raw: bytes) -> Any:
+def _unpack_torch(dtype: str, shape: list[int], raw: memoryview) -> Any:
     try:
         import torch
     except ImportError:

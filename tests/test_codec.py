@@ -3,6 +3,7 @@ torch, in process and through a realtime session over loopback."""
 
 from __future__ import annotations
 
+import struct
 import subprocess
 import sys
 
@@ -102,12 +103,20 @@ def test_object_arrays_are_refused() -> None:
         codec.encode_tensors(np.array([object()]))
 
 
+def ext_payload(header: list, raw: bytes) -> bytes:
+    """A ``TENSOR_EXT`` payload: u32 header length, msgpack header, raw bytes."""
+    packed = msgpack.packb(header)
+    return struct.pack("<I", len(packed)) + packed + raw
+
+
 @pytest.mark.parametrize(
     ("payload", "message"),
     [
-        (msgpack.packb(["torch", "nonsense", [1], b"\x00"]), "unknown torch dtype"),
-        (msgpack.packb(["jax", "f4", [1], b"\x00" * 4]), "unknown array kind"),
-        (msgpack.packb(["numpy", "<f4", [3], b"\x00" * 4]), "malformed array"),
+        (ext_payload(["torch", "nonsense", [1]], b"\x00"), "unknown torch dtype"),
+        (ext_payload(["jax", "f4", [1]], b"\x00" * 4), "unknown array kind"),
+        (ext_payload(["numpy", "<f4", [3]], b"\x00" * 4), "malformed array"),
+        (ext_payload(["torch", "float32", [2**30]], b""), "malformed array"),
+        (struct.pack("<I", 99) + b"\x90", "malformed array"),
         (b"\xc1", "malformed array"),
     ],
 )
