@@ -167,6 +167,7 @@ class Session:
         self.handler = handler
         self.call = _caller(handler)
         self.spec = spec
+        self.buffering = _client_buffering(websocket) or spec.buffering
         self.model = model
         self.decode = spec.decode_message or codec.decode
         self.encode = spec.encode_message or codec.encode
@@ -256,6 +257,16 @@ class Session:
             await self.ws.close(1000)
 
 
+def _client_buffering(websocket: WebSocket) -> int | None:
+    """The ``max_buffering`` a client asked for in the URL (1..60; fal_client and fal-js
+    send it, and fal applies it in its gateway). Locally it becomes the session's
+    ``buffering``: the oldest queued inputs beyond it are dropped."""
+    value = websocket.query_params.get("max_buffering", "")
+    if not value.isdigit() or not 1 <= int(value) <= 60:
+        return None
+    return int(value)
+
+
 def _max_message_size(websocket: WebSocket) -> int:
     state = getattr(websocket.app, "state", None)
     return getattr(state, "ws_max_size", None) or DEFAULT_MAX_MESSAGE_SIZE
@@ -297,10 +308,10 @@ async def _outputs(result: Any) -> AsyncIterator[Any]:
 async def _unary(session: Session) -> None:
     """Inputs are read in the background into a queue of ``buffering`` (oldest dropped);
     the handler takes batches from it until the client goes idle or away."""
-    if session.spec.buffering is None and session.spec.max_batch_size == 1:
+    if session.buffering is None and session.spec.max_batch_size == 1:
         await _unary_inline(session)
         return
-    queue: deque[Any] = deque(maxlen=session.spec.buffering)
+    queue: deque[Any] = deque(maxlen=session.buffering)
     ready = asyncio.Event()
     reader = asyncio.create_task(_read_into(session, queue, ready))
     try:

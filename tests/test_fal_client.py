@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -26,6 +28,9 @@ class Input(BaseModel):
 
 class Output(BaseModel):
     output: str
+
+
+GATE = {"entered": threading.Event(), "open": threading.Event()}
 
 
 class FalClientApp(fal.App):
@@ -51,6 +56,12 @@ class FalClientApp(fal.App):
     @fal.realtime("/realtime", session_timeout=2)
     def realtime(self, input: Input) -> Output:
         return Output(output=input.prompt * 2)
+
+    @fal.realtime("/gated")
+    def gated(self, input: Input) -> Output:
+        GATE["entered"].set()
+        GATE["open"].wait(10)
+        return Output(output=input.prompt)
 
     @fal.realtime("/boom")
     def boom(self, input: Input) -> Output:
@@ -173,3 +184,19 @@ def test_default_clients_get_fresh_credentials_and_give_them_back(serve) -> None
         assert "_client" not in sync.__dict__  # the local session's HTTP client is closed
     finally:
         sync.__dict__.pop("_auth", None)
+
+
+def test_realtime_max_buffering_drops_the_oldest(app_id: str) -> None:
+    GATE["entered"].clear()
+    GATE["open"].clear()
+    try:
+        with fal_client.realtime(app_id, path="/gated", max_buffering=1) as rt:
+            rt.send({"prompt": "0"})
+            assert GATE["entered"].wait(5)
+            for i in range(1, 5):
+                rt.send({"prompt": str(i)})
+            time.sleep(0.5)  # let the server read them while the handler holds "0"
+            GATE["open"].set()
+            assert [rt.recv()["output"], rt.recv()["output"]] == ["0", "4"]
+    finally:
+        GATE["open"].set()
