@@ -241,10 +241,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .server import serve
 
     path, _ = _split_target(args.target)
+    mtime = path.stat().st_mtime  # before loading: an edit made during setup counts
     server = serve(load_app(args.target), port=args.port, host=args.host)
     _announce(server)
-    seen = _tail(server, 0)
-    mtime = path.stat().st_mtime
+    seen = server.ring.version  # what setup() printed was shown while it ran
     with _stop_signals() as stop:
         try:
             while not stop.wait(_POLL_S):
@@ -255,7 +255,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 if args.reload and path.stat().st_mtime != mtime:
                     mtime = path.stat().st_mtime
                     previous, server = server, _reload(args.target, server)
-                    seen = seen if server is previous else 0
+                    seen = seen if server is previous else server.ring.version
         finally:
             _say("falkit: stopping (teardown runs)")
             server.stop()
@@ -341,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FalkitError, OSError) as exc:
         print(f"falkit: error: {exc}", file=sys.stderr, flush=True)
         return USAGE_ERROR
+    except KeyboardInterrupt:  # Ctrl-C before serving began (during imports or setup)
+        print("falkit: interrupted", file=sys.stderr, flush=True)
+        return 130
 
 
 if __name__ == "__main__":

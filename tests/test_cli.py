@@ -219,6 +219,21 @@ def test_reload_picks_up_an_edit_and_keeps_serving(tmp_path: Path, cli: type[CLI
     assert proc.stop() == 0
 
 
+def test_reload_of_a_handler_edit_keeps_setup(tmp_path: Path, cli: type[CLIProcess]) -> None:
+    path = write_app(tmp_path)
+    proc = cli("serve", f"{path}::EchoApp", "--reload")
+    url = proc.wait_for(URL).group(1)
+    proc.wait_for("setup ran")
+    time.sleep(1.1)
+    path.write_text(path.read_text().replace("input.prompt.upper()", "input.prompt.lower()"))
+    proc.wait_for(r"reloaded EchoApp: swapped .* \(setup kept\)")
+    with falkit.Client(url) as client, client.realtime("/realtime") as session:
+        session.send({"prompt": "MiXeD"})
+        assert session.recv() == {"output": "mixed"}
+    assert proc.output.count("setup ran") == 1
+    assert proc.stop() == 0
+
+
 @pytest.mark.parametrize(
     ("target", "message"),
     [
