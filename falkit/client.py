@@ -29,6 +29,14 @@ def _ws_url(base: str, path: str) -> str:
     return "ws" + base[len("http") :] + path if base.startswith("http") else base + path
 
 
+def _realtime_url(url: str, max_buffering: int | None) -> str:
+    if max_buffering is None:
+        return url
+    if not 1 <= max_buffering <= 60:
+        raise ValueError("max_buffering must be between 1 and 60, as fal's clients require")
+    return f"{url}?max_buffering={max_buffering}"
+
+
 def _payload(data: Any) -> Any:
     if hasattr(data, "model_dump"):
         return data.model_dump(mode="json")
@@ -127,13 +135,16 @@ class Client:
         encode_message: Encoder | None = None,
         decode_message: Decoder | None = None,
         throttle_interval: float | None = None,
+        max_buffering: int | None = None,
     ) -> Iterator[RealtimeSession]:
         """A session on a ``@fal.realtime`` route: ``send(obj)`` / ``recv()`` / iteration,
         msgpack frames. ``encode_message``/``decode_message`` swap the codec (e.g.
         ``falkit.codec.encode_tensors``/``decode_tensors`` for arrays); ``throttle_interval``
         (seconds, as fal-js's ``throttleInterval``, off by default) keeps only the latest
-        input per interval. An ``INTERNAL_ERROR`` frame raises ``RealtimeError``; fal's
-        ``TIMEOUT`` frame ends the session quietly (``recv()`` returns ``None``).
+        input per interval; ``max_buffering`` (1..60) asks the server to keep at most that
+        many queued inputs, as fal_client's. An ``INTERNAL_ERROR`` frame raises
+        ``RealtimeError``; fal's ``TIMEOUT`` frame ends the session quietly (``recv()``
+        returns ``None``).
 
         Example::
 
@@ -143,7 +154,7 @@ class Client:
         """
         from websockets.sync.client import connect
 
-        url = _ws_url(self.url, path)
+        url = _realtime_url(_ws_url(self.url, path), max_buffering)
         with connect(
             url, additional_headers=self.headers, open_timeout=self.timeout, **WS_OPTIONS
         ) as ws:
@@ -153,6 +164,11 @@ class Client:
                 decode_message=decode_message,
                 throttle_interval=throttle_interval,
             )
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` ran."""
+        return self._http.is_closed
 
     def close(self) -> None:
         self._http.close()
@@ -214,11 +230,12 @@ class AsyncClient:
         encode_message: Encoder | None = None,
         decode_message: Decoder | None = None,
         throttle_interval: float | None = None,
+        max_buffering: int | None = None,
     ) -> AsyncIterator[AsyncRealtimeSession]:
         """The asyncio twin of ``Client.realtime`` (same options)."""
         from websockets.asyncio.client import connect
 
-        url = _ws_url(self.url, path)
+        url = _realtime_url(_ws_url(self.url, path), max_buffering)
         async with connect(
             url, additional_headers=self.headers, open_timeout=self.timeout, **WS_OPTIONS
         ) as ws:

@@ -259,6 +259,23 @@ def test_buffering_drops_the_oldest_inputs(gated) -> None:
     assert [o["i"] for o in outputs] == [0, 4, 5]
 
 
+def test_client_max_buffering_overrides_the_route(gated) -> None:
+    with gated.client as client, client.realtime("/batched", max_buffering=1) as rt:
+        rt.send({"i": 0})
+        assert Gated.entered.wait(5)
+        for i in range(1, 5):
+            rt.send({"i": i})
+        time.sleep(0.5)
+        client.call("/open")
+        assert [rt.recv(5)["i"], rt.recv(5)["i"]] == [0, 4]
+    with (
+        gated.client as client,
+        pytest.raises(ValueError, match="between 1 and 60"),
+        client.realtime("/batched", max_buffering=0),
+    ):
+        pass
+
+
 def test_batches_respect_max_batch_size_and_can_batch(gated) -> None:
     groups = ["a", "a", "a", "a", "a", "b", "b"]
     outputs = _send_while_gated(
