@@ -424,3 +424,9 @@ def test_openapi_carries_fals_protocol_extension(serve) -> None:
     assert spec["paths"]["/buffered"]["x-fal-protocol"]["config"]["buffering"] == 2
     assert {"In", "Out"} <= set(spec["components"]["schemas"])
     assert "/batched" in spec["x-fal-order-paths"]
+
+
+def test_fal_realtime_stays_the_decorator_after_serving(serve) -> None:
+    serve(Echo)
+    # Importing the falkit.realtime module must not rebind the package's decorator.
+    assert fal.realtime.__module__ == "falkit.routes"
