@@ -59,10 +59,27 @@ logger = logging.getLogger("falkit")
 
 _registry: dict[str, Server] = {}
 _registry_lock = threading.RLock()
+_client_lock = threading.Lock()
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 KEEP_ALIVE_S = 75  # longer than clients' pools keep idle connections (httpx: 5 s)
 RETIRE_WAIT_S = 2.0  # how long a restarting cell waits for the old instance's teardown
 OOM_DRAIN_S = 30.0  # how long requests on the old instance may finish before it must go
+
+
+KERNEL_SWITCH_INTERVAL = 0.001  # seconds; Python's default is 0.005
+
+
+def _favour_kernel_threads() -> None:
+    """In a Jupyter kernel, hand the GIL over every 1 ms instead of 5 ms. The server's
+    threads and the kernel's share one GIL: under load, a cell waited up to a switch
+    interval at each of its hand-offs between the kernel's threads. Measured with wrk on the
+    in-kernel server (benchmarks/kernel_responsiveness.py, medians of 5 alternating runs on
+    a busy 2-core machine): a trivial cell's p50 went from 41 to 30 ms, its p99 from 347 to
+    216 ms. A value the user set (not the default) is left alone."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if hasattr(shell, "kernel") and sys.getswitchinterval() == 0.005:
+        sys.setswitchinterval(KERNEL_SWITCH_INTERVAL)
 
 
 def _new_event_loop() -> asyncio.AbstractEventLoop:
@@ -345,10 +362,16 @@ class Server:
 
     @property
     def client(self) -> Client:
-        """A ``falkit.Client`` for this server (sending its API key, if it has one)."""
+        """A ``falkit.Client`` for this server (sending its API key, if it has one). One
+        client per server, reused, so its connections are pooled; closed on ``stop()``."""
         from .client import Client
 
-        return Client(self.url, headers=auth_headers(self.api_key))
+        with _client_lock:  # threads (the playground's, a user's) must share one client
+            client = self.__dict__.get("_client")
+            if client is None or client.closed:
+                client = Client(self.url, headers=auth_headers(self.api_key))
+                self.__dict__["_client"] = client
+        return client
 
     @property
     def api_key(self) -> str | None:
@@ -383,6 +406,9 @@ class Server:
                 self._uvicorn.force_exit = True
                 self._thread.join(timeout)
         self._sock.close()
+        client = self.__dict__.pop("_client", None)
+        if client is not None:
+            client.close()
         self._stopped.set()
         self._drop_generations()
 
@@ -399,6 +425,7 @@ class Server:
 
     def _start(self) -> Server:
         install_log_routing()
+        _favour_kernel_threads()
         self._device = _resolve_device(self.app_cls)
         progress = StartupProgress(self.app_cls.__name__, self.ring)
         self._thread.start()
