@@ -38,7 +38,11 @@ SHORT: dict[str, tuple[list[str], int]] = {
     "ray_overhead": (["--seconds", "2", "--rounds", "2"], 400),
     "gpu_check": ([], 360),
 }
-FIGURE = re.compile(r"ratio|goal|p99|round trip|freed|import falkit|serve to ready|us/call", re.I)
+FIGURE = re.compile(
+    r"ratio|goal|MISSED|p99|round trip|freed|import falkit|serve to ready|Server-Timing|"
+    r"_dispatch|clients|body",
+    re.I,
+)
 
 
 def available() -> list[str]:
@@ -117,7 +121,12 @@ def machine() -> str:
 
 
 def figures(output: str) -> list[str]:
-    return [line.strip() for line in output.splitlines() if FIGURE.search(line)]
+    """The lines of ``output`` that state a figure (table headings have no digits)."""
+    return [
+        line.strip()
+        for line in output.splitlines()
+        if FIGURE.search(line) and re.search(r"\d", line)
+    ]
 
 
 def main() -> None:
