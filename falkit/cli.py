@@ -270,7 +270,12 @@ def cmd_routes(args: argparse.Namespace) -> int:
     app_cls = _check_app_class(load_app(args.target))
     _say(f"{app_cls.__name__} ({app_cls.app_name})")
     _say(route_table(app_cls))
-    _say(json.dumps(openapi_document(app_cls), indent=2))
+    try:
+        document = openapi_document(app_cls)
+    except Exception as exc:  # e.g. a model field with no JSON schema (torch.Tensor)
+        reason = (str(exc).splitlines() or [""])[0]
+        raise CLIError(f"no OpenAPI document for {app_cls.__name__}: {reason}") from exc
+    _say(json.dumps(document, indent=2))
     return 0
 
 

@@ -6,8 +6,10 @@ What is kept: the statements that define the names the class references, transit
 each taken from the last definition before the point it is needed. What is left out:
 magics (``%...``, ``%%...``, ``!...``), cells that do not parse as Python, and every
 statement the class does not need (calls, ``falkit.serve(...)``, exploration).
-``import falkit as fal`` becomes ``import fal`` so the file is ready for ``fal deploy``;
-``falkit serve`` runs it too, with or without the ``fal`` SDK installed.
+``import falkit as fal`` becomes ``import fal`` (and ``from falkit import App, endpoint,
+realtime`` comes from ``fal``) so the file is ready for ``fal deploy``; falkit's own names
+(``from falkit import codec``) stay imported from falkit, which the deployment then needs.
+``falkit serve`` runs the file too, with or without the ``fal`` SDK installed.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ _DEFINING = (
     ast.With,
 )
 _BUILTINS = frozenset(dir(builtins))
+#: What ``falkit`` and fal's SDK both export; ``from falkit import`` of these becomes fal's.
+SHARED_WITH_FAL = frozenset({"App", "endpoint", "realtime"})
 
 
 # -- reading cells -----------------------------------------------------------------------
@@ -210,20 +214,28 @@ def _is_app(statements: list[_Stmt], stmt: _Stmt, seen: frozenset[int] = frozens
 # -- writing the module ------------------------------------------------------------------
 
 
+def _rewrite_import_from(node: ast.ImportFrom, keep: set[str]) -> str:
+    aliases = [a for a in node.names if (a.asname or a.name) in keep or a.name == "*"]
+    if node.module != "falkit":
+        return ast.unparse(ast.ImportFrom(module=node.module, names=aliases, level=node.level))
+    # Names fal's SDK has come from fal; falkit's own (codec, Client, ...) stay falkit's.
+    shared = [a for a in aliases if a.name in SHARED_WITH_FAL]
+    own = [a for a in aliases if a.name not in SHARED_WITH_FAL]
+    lines = [ast.ImportFrom(module="fal", names=shared, level=0)] if shared else []
+    lines += [ast.ImportFrom(module="falkit", names=own, level=0)] if own else []
+    return "\n".join(ast.unparse(line) for line in lines)
+
+
 def _rewrite_import(node: ast.Import | ast.ImportFrom, keep: set[str]) -> str:
     if isinstance(node, ast.ImportFrom):
-        aliases = [a for a in node.names if (a.asname or a.name) in keep or a.name == "*"]
-        module = node.module
-        if module == "falkit" or (module or "").startswith("falkit."):
-            module = "fal" + module[len("falkit") :]  # type: ignore[index]
-        return ast.unparse(ast.ImportFrom(module=module, names=aliases, level=node.level))
+        return _rewrite_import_from(node, keep)
     lines = []
     for alias in node.names:
         bound = alias.asname or alias.name.split(".")[0]
         if bound not in keep:
             continue
-        if alias.name == "falkit":
-            lines.append("import fal" if bound == "fal" else f"import fal as {bound}")
+        if alias.name == "falkit" and bound == "fal":
+            lines.append("import fal")
         else:
             lines.append(ast.unparse(ast.Import(names=[alias])))
     return "\n".join(lines)
