@@ -7,6 +7,7 @@ against fal's own ASGI application for the same class (``App._build_app()``, wha
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -107,6 +108,12 @@ class FalOwnServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(15)
+        # fal's lifespan hooks itself into fal_client (request headers from the current
+        # fal app); later tests use fal_client against falkit, so put the default back.
+        with contextlib.suppress(ImportError):
+            import fal_client
+
+            fal_client.set_get_current_app(None)  # type: ignore[arg-type]
 
 
 @pytest.fixture
