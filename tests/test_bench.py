@@ -203,9 +203,14 @@ APP_CELL = textwrap.dedent(
 @pytest.fixture
 def shell():
     shell = InteractiveShell.instance()
+    # IPython's test shell (another test may have made the instance) formats plain text
+    # only; a notebook front end asks for HTML too.
+    active = shell.display_formatter.active_types
+    shell.display_formatter.active_types = shell.display_formatter.format_types
     assert shell.run_cell(APP_CELL).success
     yield shell
     fal.stop_all()
+    shell.display_formatter.active_types = active
 
 
 def run(shell: InteractiveShell, code: str):
