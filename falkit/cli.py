@@ -5,10 +5,12 @@
     falkit serve app.py::MyApp [--port 8000] [--host 127.0.0.1] [--reload]
     falkit routes app.py::MyApp
     falkit export notebook.ipynb MyApp -o app.py
-    falkit deploy-ray app.py::MyApp [--port 8000] [--replicas 2]
+    falkit deploy-ray app.py::MyApp [--port 8000] [--replicas 2] [--route-prefix /]
 
 ``falkit serve`` mirrors ``fal run --local``: the same ``falkit.serve`` server a notebook
 uses, in the foreground; Ctrl-C or SIGTERM stops it and ``teardown()`` runs.
+``falkit deploy-ray`` joins the Ray cluster ``RAY_ADDRESS`` names (else starts a local one);
+when Ray Serve already runs there, its proxy keeps its own host and port.
 
 A file written with ``import fal`` loads whether or not the ``fal`` SDK is installed: when
 it is absent, ``import fal`` inside that file resolves to ``falkit`` (the drop-in); when it
@@ -295,7 +297,11 @@ def cmd_deploy_ray(args: argparse.Namespace) -> int:
     from .ray import deploy
 
     deployment = deploy(
-        load_app(args.target), host=args.host, port=args.port, num_replicas=args.replicas
+        load_app(args.target),
+        host=args.host,
+        port=args.port,
+        route_prefix=args.route_prefix,
+        num_replicas=args.replicas,
     )
     _say(f"falkit: {deployment.app_name} on Ray Serve at {deployment.url}")
     _say(route_table(deployment.app_cls))
@@ -334,6 +340,7 @@ def _parser() -> argparse.ArgumentParser:
     ray.add_argument("--host", default="127.0.0.1")
     ray.add_argument("--port", type=int, default=8000)
     ray.add_argument("--replicas", type=int, default=None, help="fixed replica count")
+    ray.add_argument("--route-prefix", default="/", help="where the app answers (default /)")
     ray.set_defaults(run=cmd_deploy_ray)
     return parser
 

@@ -170,7 +170,8 @@ def deploy(
     autoscaling_config: dict[str, Any] | None = None,
 ) -> RayDeployment:
     """Run ``app_cls`` as a Ray Serve application and return once its replicas are up.
-    Starts Ray (``ray.init()``) and Ray Serve's proxy on ``host:port`` when not running::
+    Joins Ray (``ray.init()``: the cluster ``RAY_ADDRESS`` names, else a local one) and
+    starts Ray Serve's proxy on ``host:port`` unless Serve already runs there::
 
         deployment = falkit.ray.deploy(MyApp, num_replicas=2)
         deployment.client.call("/", {"prompt": "hi"})
@@ -180,7 +181,7 @@ def deploy(
 
     serve = _ray_serve()
     adapted = _check_app_class(app_cls)
-    owns = not _serve_running()
+    owns = not _connect_and_check_serve()
     if owns:
         serve.start(http_options={"host": host, "port": port})
     app = application(
@@ -198,10 +199,11 @@ def deploy(
     return RayDeployment(adapted, adapted.app_name, f"http://{shown}:{port}{prefix}", owns)
 
 
-def _serve_running() -> bool:
+def _connect_and_check_serve() -> bool:
+    """Connect to Ray if needed; True when Ray Serve already runs there."""
     import ray
 
     if not ray.is_initialized():
-        return False
+        ray.init()  # joins the cluster RAY_ADDRESS names, else starts a local one
     # status() starts nothing: before Serve runs it reports no proxies.
     return bool(_ray_serve().status().proxies)

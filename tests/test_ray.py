@@ -169,3 +169,38 @@ def test_websocket_and_realtime_through_ray(deployment: RayDeployment) -> None:
             for word in ("a", "b", "c"):
                 session.send({"prompt": word})
                 assert session.recv()["output"] == word.upper()
+
+
+def test_deploy_ray_cli_joins_the_running_cluster(
+    deployment: RayDeployment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from test_cli import tracked_processes
+
+    path = tmp_path / "cli_app.py"
+    path.write_text(textwrap.dedent(APP_SOURCE).replace("PidApp", "CliPidApp"))
+    monkeypatch.setenv("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
+    port = deployment.url.rsplit(":", 1)[1]
+    cli = tracked_processes()
+    process_class = next(cli)
+    try:
+        proc = process_class(
+            "deploy-ray",
+            f"{path}::CliPidApp",
+            "--port",
+            port,
+            "--replicas",
+            "1",
+            "--route-prefix",
+            "/cli",
+        )
+        proc.wait_for("Press Ctrl-C", timeout=300)
+        assert f"cli-pid-app on Ray Serve at http://127.0.0.1:{port}/cli" in proc.output
+        with falkit.Client(f"{deployment.url}/cli") as client:
+            assert client.call("/", {"prompt": "via cli"})["output"] == "via cli"
+        assert proc.stop(timeout=120) == 0
+        with falkit.Client(deployment.url) as client:  # its app is gone, the other stays
+            assert client.call("/", {"prompt": "still"})["output"] == "still"
+            with pytest.raises(falkit.RemoteError):
+                client.call("/cli/", {"prompt": "gone"})
+    finally:
+        next(cli, None)
