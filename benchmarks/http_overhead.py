@@ -13,7 +13,7 @@ import statistics
 
 from _load import child_server, free_port, wrk_post
 
-HANDLER = '''
+HANDLER = """
 from pydantic import BaseModel
 
 class Input(BaseModel):
@@ -24,9 +24,11 @@ class Output(BaseModel):
 
 def echo(input: Input) -> Output:
     return Output(output=input.prompt)
-'''
+"""
 
-FALKIT = HANDLER + '''
+FALKIT = (
+    HANDLER
+    + """
 import os, time
 import falkit as fal
 
@@ -38,9 +40,12 @@ class EchoApp(fal.App):
 server = fal.serve(EchoApp, port=int(os.environ["PORT"]))
 while True:
     time.sleep(3600)
-'''
+"""
+)
 
-BARE = HANDLER + '''
+BARE = (
+    HANDLER
+    + """
 import os
 import uvicorn
 from fastapi import FastAPI
@@ -50,14 +55,17 @@ app.post("/")(echo)
 app.get("/health")(lambda: {})
 uvicorn.run(app, host="127.0.0.1", port=int(os.environ["PORT"]), log_level="warning",
             access_log=False)
-'''
+"""
+)
 
 
 def measure(code: str, args: argparse.Namespace) -> float:
     port = free_port()
     with child_server(code, port) as url:
         wrk_post(url + "/", '{"prompt":"hi"}', seconds=1, connections=args.connections)  # warm
-        return wrk_post(url + "/", '{"prompt":"hi"}', seconds=args.seconds, connections=args.connections)
+        return wrk_post(
+            url + "/", '{"prompt":"hi"}', seconds=args.seconds, connections=args.connections
+        )
 
 
 def main() -> None:
@@ -72,8 +80,8 @@ def main() -> None:
         falkit.append(measure(FALKIT, args))
     b, f = statistics.median(bare), statistics.median(falkit)
     print(f"{'stack':<22}{'req/s (median)':>16}{'runs':>40}")
-    print(f"{'bare FastAPI+uvicorn':<22}{b:>16.0f}{str([round(x) for x in bare]):>40}")
-    print(f"{'falkit':<22}{f:>16.0f}{str([round(x) for x in falkit]):>40}")
+    print(f"{'bare FastAPI+uvicorn':<22}{b:>16.0f}{[round(x) for x in bare]!s:>40}")
+    print(f"{'falkit':<22}{f:>16.0f}{[round(x) for x in falkit]!s:>40}")
     print(f"ratio falkit / bare = {f / b:.3f}  (goal >= 0.95)")
 
 

@@ -11,13 +11,14 @@ from typing import Any
 
 # Loaded first on purpose: importing the ``falkit.realtime`` module later (the server
 # does) would rebind the package attribute ``realtime`` from the decorator to the module.
-from . import realtime as _realtime_module  # noqa: F401, I001
+from . import realtime as _realtime_module  # noqa: F401
 from .app import App
 from .bench import BenchReport, bench
 from .client import AsyncClient, Client
 from .exceptions import (
     AppDefinitionError,
     ClientError,
+    ConnectionLost,
     FalkitError,
     PortInUseError,
     ProtocolError,
@@ -39,6 +40,7 @@ __all__ = [
     "BenchReport",
     "Client",
     "ClientError",
+    "ConnectionLost",
     "FalkitError",
     "PortInUseError",
     "ProtocolError",

@@ -15,7 +15,7 @@ from ._realtime_client import (
     Encoder,
     RealtimeSession,
 )
-from .exceptions import RemoteError
+from .exceptions import ConnectionLost, RemoteError
 
 if TYPE_CHECKING:
     # Imported where a client is made: with click and rich installed (jupyter brings
@@ -41,6 +41,19 @@ def _payload(data: Any) -> Any:
     if hasattr(data, "model_dump"):
         return data.model_dump(mode="json")
     return data
+
+
+@contextmanager
+def _transport_errors(url: str) -> Iterator[None]:
+    """httpx's transport errors as falkit's ``ConnectionLost`` (translated here only)."""
+    import httpx
+
+    try:
+        yield
+    except httpx.TransportError as exc:
+        raise ConnectionLost(
+            f"no complete answer from {url}: {exc or type(exc).__name__} (is the server running?)"
+        ) from exc
 
 
 def _raise_for_status(response: httpx.Response) -> None:
@@ -96,19 +109,25 @@ class Client:
     def call(self, path: str, data: Any = None) -> Any:
         """POST ``data`` as JSON to ``path`` and return the decoded JSON answer; a non-2xx
         answer raises ``RemoteError`` with its status and detail."""
-        response = self._http.post(path, json=_payload(data if data is not None else {}))
+        with _transport_errors(self.url):
+            response = self._http.post(path, json=_payload(data if data is not None else {}))
         _raise_for_status(response)
         return response.json()
 
     def get(self, path: str) -> Any:
         """GET ``path`` (``/health``, ``/openapi.json``) and return the decoded JSON."""
-        response = self._http.get(path)
+        with _transport_errors(self.url):
+            response = self._http.get(path)
         _raise_for_status(response)
         return response.json()
 
     def stream(self, path: str, data: Any = None) -> Iterator[Any]:
-        """POST to a streaming endpoint and yield its server-sent events, decoded."""
-        with self._http.stream("POST", path, json=_payload(data or {})) as response:
+        """POST to a streaming endpoint and yield its server-sent events, decoded; a stream
+        cut before its end raises ``ConnectionLost``."""
+        with (
+            _transport_errors(self.url),
+            self._http.stream("POST", path, json=_payload(data or {})) as response,
+        ):
             if not response.is_success:
                 response.read()
                 _raise_for_status(response)
@@ -192,16 +211,23 @@ class AsyncClient:
         self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout, headers=self.headers)
 
     async def call(self, path: str, data: Any = None) -> Any:
-        response = await self._http.post(path, json=_payload(data if data is not None else {}))
+        with _transport_errors(self.url):
+            response = await self._http.post(path, json=_payload(data if data is not None else {}))
         _raise_for_status(response)
         return response.json()
 
     async def get(self, path: str) -> Any:
-        response = await self._http.get(path)
+        with _transport_errors(self.url):
+            response = await self._http.get(path)
         _raise_for_status(response)
         return response.json()
 
     async def stream(self, path: str, data: Any = None) -> AsyncIterator[Any]:
+        with _transport_errors(self.url):
+            async for event in self._stream(path, data):
+                yield event
+
+    async def _stream(self, path: str, data: Any) -> AsyncIterator[Any]:
         async with self._http.stream("POST", path, json=_payload(data or {})) as response:
             if not response.is_success:
                 await response.aread()

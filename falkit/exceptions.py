@@ -11,6 +11,7 @@
     ├── ProtocolError           a malformed message on the wire
     └── ClientError
         ├── RemoteError         the server answered with a non-2xx status
+        ├── ConnectionLost      no answer: refused, reset, or cut mid-stream
         └── RealtimeError       the server sent an ``x-fal-error`` frame
 """
 
@@ -60,6 +61,11 @@ class RemoteError(ClientError):
         self.url = url
         where = f" from {url}" if url else ""
         super().__init__(f"HTTP {status}{where}: {detail}")
+
+
+class ConnectionLost(ClientError, ConnectionError):
+    """The server could not be reached, or the connection broke before the answer was
+    complete (a stream cut mid-way); ``__cause__`` is the transport's own error."""
 
 
 class RealtimeError(ClientError):

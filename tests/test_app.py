@@ -107,7 +107,7 @@ def test_websocket_endpoint_must_be_async():
 
 
 def test_websocket_endpoint_must_take_a_websocket():
-    with pytest.raises(AppDefinitionError, match="websocket: fastapi.WebSocket"):
+    with pytest.raises(AppDefinitionError, match=r"websocket: fastapi\.WebSocket"):
 
         class NoSocket(fal.App):
             @fal.endpoint("/ws", is_websocket=True)

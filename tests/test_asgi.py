@@ -60,7 +60,7 @@ def echo(serve):
 
 
 def test_post_endpoints_sync_async_and_dict(echo):
-    server, http = echo
+    _, http = echo
     assert http.post("/", json={"prompt": "ab", "times": 2}).json() == {"output": "abab!"}
     assert http.post("/async", json={"prompt": "ab"}).json() == {"output": "AB"}
     assert http.post("/dict", json={"prompt": "abc"}).json() == {"length": 3}
@@ -72,10 +72,16 @@ def test_post_endpoints_sync_async_and_dict(echo):
         (b"{not json", {"content-type": "application/json"}, ["body", 1]),
         (b'{"prompt": 5}', {"content-type": "application/json"}, ["body", "prompt"]),
         (b'{"times": 2}', {"content-type": "application/json"}, ["body", "prompt"]),
-        (b'{"prompt": "x", "times": "many"}', {"content-type": "application/json"}, ["body", "times"]),
+        (
+            b'{"prompt": "x", "times": "many"}',
+            {"content-type": "application/json"},
+            ["body", "times"],
+        ),
     ],
 )
-def test_bad_bodies_are_422_with_fals_detail_list_and_server_keeps_serving(echo, body, headers, loc):
+def test_bad_bodies_are_422_with_fals_detail_list_and_server_keeps_serving(
+    echo, body, headers, loc
+):
     _, http = echo
     response = http.post("/", content=body, headers=headers)
     assert response.status_code == 422
@@ -127,7 +133,7 @@ def test_streaming_response_passes_through_as_sse(echo):
 
 @pytest.mark.parametrize("owner", ["fal-ai", "someone", "me"])
 def test_routes_answer_under_fals_url_layout(echo, owner):
-    server, http = echo
+    _, http = echo
     assert http.post(f"/{owner}/echo-app", json={"prompt": "a"}).json() == {"output": "a!"}
     assert http.post(f"/{owner}/echo-app/", json={"prompt": "b"}).json() == {"output": "b!"}
     assert http.post(f"/{owner}/echo-app/dict", json={"prompt": "ab"}).json() == {"length": 2}

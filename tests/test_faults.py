@@ -159,10 +159,11 @@ def test_streaming_generator_failing_mid_stream(serve):
     server = serve(Faulty)
     baseline = loop_tasks(server)
     got = []
-    with pytest.raises(httpx.RemoteProtocolError):  # the stream is cut, not completed
+    with pytest.raises(fal.ConnectionLost) as info:  # the stream is cut, not completed
         for event in server.client.stream("/stream", {"prompt": "boom"}):
             got.append(event)
     assert got == [0, 1, 2]
+    assert isinstance(info.value.__cause__, httpx.RemoteProtocolError)
     assert "generator exploded mid-stream" in server.logs()
     assert list(server.client.stream("/stream", {"prompt": "x"}))[:3] == [0, 1, 2]
     alive(server)

@@ -430,3 +430,33 @@ def test_fal_realtime_stays_the_decorator_after_serving(serve) -> None:
     serve(Echo)
     # Importing the falkit.realtime module must not rebind the package's decorator.
     assert fal.realtime.__module__ == "falkit.routes"
+
+
+class Batcher(fal.App):
+    @fal.realtime("/batch", max_batch_size=4, session_timeout=2)
+    def batch(self, *inputs: In) -> dict:
+        time.sleep(0.002)  # slower than the client sends
+        return {"seen": [x.i for x in inputs]}
+
+
+def test_unbuffered_batching_flood_loses_nothing_and_keeps_order(serve) -> None:
+    # Without ``buffering`` nothing may be dropped: past UNBUFFERED_LIMIT waiting inputs
+    # the server stops reading (backpressure) instead of queueing without bound.
+    server = serve(Batcher)
+    count = 400
+    payload = "x" * 16_384
+    with connect(ws_url(server, "/batch"), max_size=None, compression=None) as ws:
+        sender = threading.Thread(
+            target=lambda: [ws.send(pack({"i": i, "group": payload})) for i in range(count)]
+        )
+        sender.start()
+        seen: list[int] = []
+        deadline = time.monotonic() + 60
+        while len(seen) < count and time.monotonic() < deadline:
+            frame = ws.recv(10)
+            assert isinstance(frame, bytes), frame
+            batch = msgpack.unpackb(frame)["seen"]
+            assert 1 <= len(batch) <= 4
+            seen.extend(batch)
+        sender.join(10)
+    assert seen == list(range(count))

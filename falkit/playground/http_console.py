@@ -7,10 +7,9 @@ import html
 import time
 from typing import Any
 
-import httpx
 import ipywidgets as W
 
-from ..exceptions import RemoteError
+from ..exceptions import ClientError, RemoteError
 from . import render, snippets
 from ._tasks import Task
 from .context import Context
@@ -82,11 +81,9 @@ class HttpConsole:
             hint = self.ctx.error_hint(since) if exc.status >= 500 else ""
             self.status.value = render.status_line(exc.status, took)
             self.output.value = render.detail_html(exc.detail, hint)
-        except httpx.HTTPError as exc:
+        except ClientError as exc:
             self.status.value = "<b style='color:#cf222e'>no answer</b>"
-            self.output.value = render.detail_html(
-                f"cannot reach {self.ctx.server.url}: {exc} (is the server running?)"
-            )
+            self.output.value = render.detail_html(str(exc))
         finally:
             self.send_button.disabled = False
 
