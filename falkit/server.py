@@ -31,7 +31,8 @@ from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._logs import ensure_routed as ensure_log_routing, LogRing, current_ring
+from ._logs import LogRing, current_ring
+from ._logs import ensure_routed as ensure_log_routing
 from ._logs import install as install_log_routing
 from ._proxy import proxy_root_path
 from ._startup import StartupProgress

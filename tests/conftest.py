@@ -32,6 +32,8 @@ def _no_leaked_servers() -> Iterator[None]:
     yield
     leaked = falkit.servers()
     falkit.stop_all()
-    threads = [t.name for t in threading.enumerate() if t.name.startswith("falkit-") and t.is_alive()]
+    threads = [
+        t.name for t in threading.enumerate() if t.name.startswith("falkit-") and t.is_alive()
+    ]
     assert not leaked, f"test left servers running: {sorted(leaked)}"
     assert not threads, f"test left server threads running: {threads}"

@@ -134,7 +134,7 @@ def test_serving_a_name_again_replaces_it_on_the_same_port(serve, tmp_path):
     first = serve(Versioned)
     port = first.port
 
-    class Versioned(fal.App):  # noqa: F811 - a re-run cell with a new setup
+    class Versioned(fal.App):
         def setup(self):
             self.version = 2
 
