@@ -88,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=None)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--fresh", action="store_true")
+    serve.add_argument("--no-auth", action="store_true")
+    serve.add_argument("--cors", action="append", default=None, metavar="ORIGIN")
     stop = sub.add_parser("stop", add_help=False)
     stop.add_argument("name", nargs="?")
     stop.add_argument("--all", action="store_true")
@@ -108,7 +110,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 USAGE = (
-    "usage: %fal serve NAME [--port N] [--host H] [--fresh] | %fal stop NAME | "
+    "usage: %fal serve NAME [--port N] [--host H] [--fresh] [--no-auth] [--cors ORIGIN] | "
+    "%fal stop NAME | "
     "%fal stop --all | %fal ls | %fal logs NAME [-n N] | %fal playground NAME | "
     "%fal bench NAME PATH [-n N] [-c C] [--payload JSON] [--duration S]"
 )
@@ -155,7 +158,14 @@ class FalMagic:
 
         from .server import serve
 
-        server = serve(self._app_class(args.name), port=args.port, host=args.host, fresh=args.fresh)
+        server = serve(
+            self._app_class(args.name),
+            port=args.port,
+            host=args.host,
+            fresh=args.fresh,
+            auth=False if args.no_auth else None,
+            cors_origins=args.cors,
+        )
         # The card widget adds a "playground" button; its text and HTML parts are the
         # plain card's, so front ends without widgets show (and nbval compares) the same.
         from .playground import serve_card

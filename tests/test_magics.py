@@ -156,3 +156,26 @@ def test_magics_in_a_real_kernel():
     )
     assert "echo kernel" in nb.cells[4].outputs[0].text
     assert "no servers running" in nb.cells[5].outputs[0].text
+
+
+def test_serve_flags_for_cors_and_auth(shell):
+    import httpx
+
+    result, _ = run(shell, "%fal serve MagicApp --cors http://localhost:3000 --cors https://a.b")
+    assert result.success, result.error_in_exec
+    server = falkit.get_server("MagicApp")
+    allowed = httpx.post(
+        server.url + "/", json={"prompt": "x"}, headers={"Origin": "http://localhost:3000"}
+    )
+    assert allowed.json() == {"echo": "x"}
+    assert allowed.headers["access-control-allow-origin"] == "http://localhost:3000"
+    refused = httpx.post(server.url + "/", json={"prompt": "x"}, headers={"Origin": "http://evil"})
+    assert refused.status_code == 403
+    result, _ = run(shell, "%fal stop --all")
+
+    result, _ = run(shell, "%fal serve MagicApp --host 0.0.0.0 --port 0 --no-auth")
+    assert result.success, result.error_in_exec
+    server = falkit.get_server("MagicApp")
+    assert server.api_key is None
+    loopback = f"http://127.0.0.1:{server.port}/"
+    assert httpx.post(loopback, json={"prompt": "open"}).json() == {"echo": "open"}
