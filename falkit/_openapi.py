@@ -16,10 +16,24 @@ if TYPE_CHECKING:
     from .app import App
 
 
+def _lenient_generator() -> type:
+    from pydantic.json_schema import GenerateJsonSchema
+
+    class Lenient(GenerateJsonSchema):
+        # Realtime models may carry tensors (``arbitrary_types_allowed``): such a field has
+        # no JSON Schema, and one field must not make the whole /openapi.json a 500.
+        def handle_invalid_for_json_schema(self, schema: Any, error_info: str) -> Any:
+            return {"description": f"not expressible in JSON Schema ({error_info})"}
+
+    return Lenient
+
+
 def _model_schema(schemas: dict[str, Any], model: Any) -> str | None:
     if model is None or not hasattr(model, "model_json_schema"):
         return None
-    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema = model.model_json_schema(
+        ref_template="#/components/schemas/{model}", schema_generator=_lenient_generator()
+    )
     schemas.update(schema.pop("$defs", {}))
     schemas[model.__name__] = schema
     return model.__name__

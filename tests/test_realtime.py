@@ -9,8 +9,9 @@ import time
 from collections.abc import AsyncIterator, Iterator
 
 import msgpack
+import numpy as np
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from websockets.exceptions import ConnectionClosedOK
 from websockets.sync.client import connect
 
@@ -460,3 +461,24 @@ def test_unbuffered_batching_flood_loses_nothing_and_keeps_order(serve) -> None:
             seen.extend(batch)
         sender.join(10)
     assert seen == list(range(count))
+
+
+class Frame(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    pixels: np.ndarray
+    label: str = ""
+
+
+class Tensors(fal.App):
+    @fal.realtime("/frames")
+    def frames(self, input: Frame) -> dict:
+        return {"n": int(input.pixels.size)}
+
+
+def test_openapi_survives_models_with_tensor_fields(serve) -> None:
+    server = serve(Tensors)
+    spec = server.client.get("/openapi.json")
+    frame = spec["components"]["schemas"]["Frame"]
+    assert "not expressible in JSON Schema" in frame["properties"]["pixels"]["description"]
+    assert frame["properties"]["label"]["type"] == "string"
+    assert spec["paths"]["/frames"]["x-fal-protocol"]["type"] == "realtime"
