@@ -73,3 +73,37 @@ def wrk_post(url: str, body: str, *, seconds: int, connections: int, threads: in
     if "Non-2xx" in out:
         raise RuntimeError(f"wrk saw errors:\n{out}")
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+
+def stack_sources(handler_src: str, function: str) -> dict[str, str]:
+    """Child-process programs serving the same handler ``function`` (defined, with its
+    models, in ``handler_src``) at ``POST /`` on ``$PORT``: as a falkit App and as a bare
+    FastAPI app under ``uvicorn.run``."""
+    falkit_src = f"""{handler_src}
+import os, time
+import falkit as fal
+
+class BenchApp(fal.App):
+    @fal.endpoint("/")
+    def generate(self, input: Input):
+        return {function}(input)
+
+    # the bare app's response model too, so both stacks validate the same way
+    generate.__annotations__.update({function}.__annotations__)
+
+server = fal.serve(BenchApp, port=int(os.environ["PORT"]))
+while True:
+    time.sleep(3600)
+"""
+    bare_src = f"""{handler_src}
+import os
+import uvicorn
+from fastapi import FastAPI
+
+app = FastAPI()
+app.post("/")({function})
+app.get("/health")(lambda: {{}})
+uvicorn.run(app, host="127.0.0.1", port=int(os.environ["PORT"]), log_level="warning",
+            access_log=False)
+"""
+    return {"bare": bare_src, "falkit": falkit_src}

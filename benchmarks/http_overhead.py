@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from _load import child_server, free_port, wrk_post
+from _load import child_server, free_port, stack_sources, wrk_post
 
 HANDLER = """
 from pydantic import BaseModel
@@ -26,37 +26,7 @@ def echo(input: Input) -> Output:
     return Output(output=input.prompt)
 """
 
-FALKIT = (
-    HANDLER
-    + """
-import os, time
-import falkit as fal
-
-class EchoApp(fal.App):
-    @fal.endpoint("/")
-    def generate(self, input: Input) -> Output:
-        return echo(input)
-
-server = fal.serve(EchoApp, port=int(os.environ["PORT"]))
-while True:
-    time.sleep(3600)
-"""
-)
-
-BARE = (
-    HANDLER
-    + """
-import os
-import uvicorn
-from fastapi import FastAPI
-
-app = FastAPI()
-app.post("/")(echo)
-app.get("/health")(lambda: {})
-uvicorn.run(app, host="127.0.0.1", port=int(os.environ["PORT"]), log_level="warning",
-            access_log=False)
-"""
-)
+STACKS = stack_sources(HANDLER, "echo")
 
 
 def measure(code: str, args: argparse.Namespace) -> float:
@@ -76,8 +46,8 @@ def main() -> None:
     args = parser.parse_args()
     bare, falkit = [], []
     for _ in range(args.rounds):
-        bare.append(measure(BARE, args))
-        falkit.append(measure(FALKIT, args))
+        bare.append(measure(STACKS["bare"], args))
+        falkit.append(measure(STACKS["falkit"], args))
     b, f = statistics.median(bare), statistics.median(falkit)
     print(f"{'stack':<22}{'req/s (median)':>16}{'runs':>40}")
     print(f"{'bare FastAPI+uvicorn':<22}{b:>16.0f}{[round(x) for x in bare]!s:>40}")

@@ -14,7 +14,7 @@ import os
 import statistics
 from typing import Any
 
-from _load import child_server, free_port
+from _load import child_server, free_port, stack_sources
 
 import falkit
 
@@ -28,41 +28,10 @@ def size(input: Input) -> dict:
     return {"size": len(input.data)}
 """
 
-FALKIT = (
-    HANDLER
-    + """
-import os, time
-import falkit as fal
-
-class SizeApp(fal.App):
-    @fal.endpoint("/")
-    def generate(self, input: Input) -> dict:
-        return size(input)
-
-server = fal.serve(SizeApp, port=int(os.environ["PORT"]))
-while True:
-    time.sleep(3600)
-"""
-)
-
-BARE = (
-    HANDLER
-    + """
-import os
-import uvicorn
-from fastapi import FastAPI
-
-app = FastAPI()
-app.post("/")(size)
-app.get("/health")(lambda: {})
-uvicorn.run(app, host="127.0.0.1", port=int(os.environ["PORT"]), log_level="warning",
-            access_log=False)
-"""
-)
+STACKS = stack_sources(HANDLER, "size")
 
 CLIENTS = (1, 8, 64)
 SIZES = (1 << 10, 16 << 10, 256 << 10, 4 << 20, 16 << 20)
-STACKS = {"bare": BARE, "falkit": FALKIT}
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
