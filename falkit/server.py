@@ -428,6 +428,12 @@ class Server:
         install_log_routing()
         _favour_kernel_threads()
         self._device = _resolve_device(self.app_cls)
+        # The server stack's first import (a second or more on a busy machine) happens
+        # here, before the clock starts: progress lines are about setup(), and a line that
+        # appears only when imports are slow would make notebook outputs unstable.
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+
         progress = StartupProgress(self.app_cls.__name__, self.ring)
         self._thread.start()
         try:

@@ -245,10 +245,11 @@ def test_not_an_app_is_still_rejected() -> None:
 
 
 def test_percent_fal_serve_accepts_a_real_fal_class() -> None:
-    from IPython.testing.globalipapp import start_ipython
+    # The process-wide shell other tests use too (a second, terminal shell class
+    # cannot be instantiated beside it).
+    from IPython.core.interactiveshell import InteractiveShell
 
-    shell = start_ipython()
-    assert shell is not None
+    shell = InteractiveShell.instance()
     falkit.load_ipython_extension(shell)
     shell.user_ns["RealFalApp"] = RealFalApp
     try:

@@ -388,7 +388,7 @@ KERNEL_CELLS = [
     def setup(self):
         print('loading weights')
         for _ in tqdm(range(4), desc='shards'):
-            time.sleep(0.25)
+            time.sleep(0.65)  # past _startup.SHOW_AFTER_S: progress shows
         self.weights = 7
 
     @fal.endpoint('/')
@@ -399,7 +399,7 @@ KERNEL_CELLS = [
     def setup(self):
         print('loading weights')
         for _ in tqdm(range(4), desc='shards'):
-            time.sleep(0.25)
+            time.sleep(0.65)  # past _startup.SHOW_AFTER_S: progress shows
         self.weights = 7
 
     @fal.endpoint('/')
