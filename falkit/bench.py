@@ -21,11 +21,11 @@ from urllib.parse import urlsplit
 
 from ._timing import parse as parse_server_timing
 from .exceptions import FalkitError
+from .security import is_loopback
 
 if TYPE_CHECKING:
     from .server import Server
 
-LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 MAX_REQUESTS = 1_000_000
 _LOADGEN = os.path.join(os.path.dirname(__file__), "_loadgen.py")
 _PHASES = ("decode", "handler", "encode")
@@ -178,7 +178,7 @@ def _target(target: Server | str, path: str, kind: str | None) -> tuple[str, str
             "whose messages only its handler knows"
         )
     parts = urlsplit(base)
-    if parts.hostname not in LOOPBACK:
+    if not is_loopback(parts.hostname or ""):
         raise FalkitError(f"bench only targets loopback (127.0.0.1), not {parts.hostname!r}")
     if kind == "realtime":
         base = "ws" + base[base.index(":") :] if parts.scheme in ("http", "ws") else base

@@ -26,16 +26,16 @@ import socket
 import sys
 import threading
 import time
-import types
-from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ._changes import restart_reason
 from ._logs import LogRing, current_ring
 from ._logs import ensure_routed as ensure_log_routing
 from ._logs import install as install_log_routing
 from ._proxy import proxy_root_path
 from ._startup import StartupProgress
+from ._stats import RequestStats
 from .app import App
 from .asgi import build_asgi, call_hook
 from .devices import DeviceSpec, describe_device, free_memory, gpus_wanted, pick_device
@@ -61,7 +61,6 @@ logger = logging.getLogger("falkit")
 _registry: dict[str, Server] = {}
 _registry_lock = threading.RLock()
 _client_lock = threading.Lock()
-LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 KEEP_ALIVE_S = 75  # longer than clients' pools keep idle connections (httpx: 5 s)
 RETIRE_WAIT_S = 2.0  # how long a restarting cell waits for the old instance's teardown
 OOM_DRAIN_S = 30.0  # how long requests on the old instance may finish before it must go
@@ -135,34 +134,6 @@ def _check_options(app_cls: type[App]) -> LimitSpec:
         return LimitSpec.of(app_cls)
     except ValueError as exc:
         raise AppDefinitionError(f"{app_cls.__name__}: {exc}") from None
-
-
-def _code_key(func: Any) -> Any:
-    code = getattr(func, "__code__", None)
-    return func if code is None else _without_position(code)
-
-
-def _without_position(code: types.CodeType) -> types.CodeType:
-    # Code objects compare by bytecode, constants and names, not by source text, but they
-    # do compare their first line number: normalised (nested code too), a cell moved in the
-    # notebook or an edit elsewhere in it keeps the model loaded.
-    consts = tuple(
-        _without_position(c) if isinstance(c, types.CodeType) else c for c in code.co_consts
-    )
-    return code.replace(co_firstlineno=1, co_consts=consts)
-
-
-def _restart_reason(old: type[App], new: type[App]) -> str | None:
-    """Why ``new`` cannot take over ``old``'s instance, or ``None`` when it can: its
-    ``setup()``, ``teardown()`` or fal options differ."""
-    if _code_key(old.setup) != _code_key(new.setup):
-        return "setup changed"
-    if _code_key(old.teardown) != _code_key(new.teardown):
-        return "teardown changed"
-    if old.options() != new.options():
-        changed = sorted(k for k, v in new.options().items() if old.options().get(k) != v)
-        return "options changed (" + ", ".join(changed) + ")"
-    return None
 
 
 def _resolve_device(app_cls: type[App]) -> str | None:
@@ -249,37 +220,6 @@ class _Generation:
         """Forget the instance (so its models can be freed once nothing else holds them)."""
         self.instance = None
         self.asgi = None
-
-
-class RequestStats:
-    """Counts and recent latencies of a server's HTTP requests (bounded memory)."""
-
-    def __init__(self, window: int = 2048) -> None:
-        self.requests = 0
-        self.errors = 0
-        self._latencies: deque[float] = deque(maxlen=window)
-
-    def record(self, seconds: float, status: int) -> None:
-        self.requests += 1
-        self.errors += status >= 500
-        self._latencies.append(seconds)
-
-    def summary(self) -> dict[str, Any]:
-        ordered = sorted(self._latencies)
-
-        def pct(q: float) -> float | None:
-            return (
-                round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 3)
-                if ordered
-                else None
-            )
-
-        return {
-            "requests": self.requests,
-            "errors": self.errors,
-            "p50_ms": pct(0.5),
-            "p99_ms": pct(0.99),
-        }
 
 
 class Server:
@@ -778,7 +718,7 @@ def serve(
             old, _ = None, _registry.pop(app_cls.app_name)
         security = _security(old, host, auth, cors_origins, max_body_size)
         if old is not None and _same_place(old, port, host, ws_max_size, security):
-            reason = "fresh requested" if fresh else _restart_reason(old.app_cls, app_cls)
+            reason = "fresh requested" if fresh else restart_reason(old.app_cls, app_cls)
             if reason is None:
                 old._swap(app_cls)
             else:
