@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,7 @@ from ._timing import ServerTiming, timed
 from .routes import RouteSpec
 
 logger = logging.getLogger("falkit.server")
+REQUEST_ID_HEADER = "x-fal-request-id"
 
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request
@@ -79,14 +81,20 @@ def _add_error_handlers(app: FastAPI) -> None:
         # that reads the logs after its 500 finds it; the client gets fal's body and
         # nothing of the kernel. Starlette re-raises afterwards: the mark keeps uvicorn's
         # copy of the same traceback out of the ring.
+        # The request id ties the client's 500 to its traceback in the logs (the
+        # playground shows that one, not merely the newest).
+        request_id = request.headers.get(REQUEST_ID_HEADER) or secrets.token_hex(6)
         logger.error(
-            "%s %s failed",
+            "%s %s failed (request %s)",
             request.method,
             request.url.path,
+            request_id,
             exc_info=(type(exc), exc, exc.__traceback__),
         )
         exc.__falkit_logged__ = True  # type: ignore[attr-defined]
-        return JSONResponse({"detail": "Internal Server Error"}, 500)
+        return JSONResponse(
+            {"detail": "Internal Server Error"}, 500, headers={REQUEST_ID_HEADER: request_id}
+        )
 
     app.add_exception_handler(HTTPException, not_found)
     app.add_exception_handler(RequestValidationError, validation_error)

@@ -63,7 +63,12 @@ def _raise_for_status(response: httpx.Response) -> None:
         detail = response.json().get("detail", response.text)
     except (ValueError, AttributeError):
         detail = response.text
-    raise RemoteError(response.status_code, detail, url=str(response.url))
+    raise RemoteError(
+        response.status_code,
+        detail,
+        url=str(response.url),
+        request_id=response.headers.get("x-fal-request-id"),
+    )
 
 
 class _SSEParser:

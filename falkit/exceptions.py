@@ -53,12 +53,16 @@ class ClientError(FalkitError):
 
 
 class RemoteError(ClientError):
-    """The server answered with a non-2xx status; ``status`` and ``detail`` say why."""
+    """The server answered with a non-2xx status; ``status`` and ``detail`` say why, and
+    ``request_id`` (on a 500) names the traceback in the server's logs."""
 
-    def __init__(self, status: int, detail: Any, *, url: str = "") -> None:
+    def __init__(
+        self, status: int, detail: Any, *, url: str = "", request_id: str | None = None
+    ) -> None:
         self.status = status
         self.detail = detail
         self.url = url
+        self.request_id = request_id
         where = f" from {url}" if url else ""
         super().__init__(f"HTTP {status}{where}: {detail}")
 

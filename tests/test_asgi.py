@@ -103,7 +103,13 @@ def test_handler_exception_is_500_without_leaking_and_traceback_in_logs(echo):
     assert response.status_code == 500
     assert response.json() == {"detail": "Internal Server Error"}
     assert "secret kernel detail" not in response.text
+    request_id = response.headers["x-fal-request-id"]
+    assert f"POST /fail failed (request {request_id})" in server.logs()
     assert "RuntimeError: secret kernel detail" in server.logs()
+    with pytest.raises(fal.RemoteError) as info:
+        server.client.call("/fail", {"prompt": "x"})
+    assert info.value.request_id and info.value.request_id != request_id
+    assert f"(request {info.value.request_id})" in server.logs()
     assert http.post("/", json={"prompt": "after"}).json() == {"output": "after!"}
 
 

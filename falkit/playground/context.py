@@ -57,13 +57,15 @@ class Context:
         base = self.server.url
         return self.browser_url(url[len(base) :]) if url.startswith(base) else url
 
-    def error_hint(self, since: float) -> str:
-        """The last line of the newest error logged since ``since`` (the exception a 500
-        came from), pointing at the Logs panel for the full traceback."""
+    def error_hint(self, since: float, request_id: str | None = None) -> str:
+        """The last line of the error a 500 came from (the one logged with its request id,
+        else the newest since ``since``), pointing at the Logs panel for the traceback."""
         ring = getattr(self.server, "ring", None)
         if ring is None:
             return ""
         errors = [e for e in ring.entries() if e.time >= since - 0.001 and e.level == "ERROR"]
+        if request_id is not None:
+            errors = [e for e in errors if f"(request {request_id})" in e.message] or errors
         if not errors:
             return ""
         last = errors[-1].message.strip().splitlines()[-1]

@@ -78,7 +78,7 @@ class HttpConsole:
             self.output.value = render.result_html(result, self.ctx.rewrite)
         except RemoteError as exc:
             took = time.perf_counter() - began
-            hint = self.ctx.error_hint(since) if exc.status >= 500 else ""
+            hint = self.ctx.error_hint(since, exc.request_id) if exc.status >= 500 else ""
             self.status.value = render.status_line(exc.status, took)
             self.output.value = render.detail_html(exc.detail, hint)
         except ClientError as exc:
