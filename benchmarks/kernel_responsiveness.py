@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from _load import child_server, free_port
-from http_overhead import FALKIT
+from http_overhead import STACKS
 from jupyter_client.manager import start_new_kernel
 
 APP_CELL = """
@@ -119,7 +119,7 @@ def measure(seconds: int, connections: int, setup: str = "") -> dict[str, Any]:
         idle = cell_times(kc, min(seconds, 3))
         loaded, rps = under_load(kc, url, seconds, connections)
         execute(kc, "server.stop()")
-        with child_server(FALKIT, free_port()) as other:
+        with child_server(STACKS["falkit"], free_port()) as other:
             outside, outside_rps = under_load(kc, other, seconds, connections)
     finally:
         kc.stop_channels()
