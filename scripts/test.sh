@@ -8,13 +8,8 @@ export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 fi
-PY=${PYTHON:-python3}
-[ -x .venv/bin/python ] || "$PY" -m venv .venv
-. .venv/bin/activate
-python -m pip install -q --upgrade pip
-# torch first, pinned: an open range with no torch installed would pull a multi-GB CUDA build.
-python -m pip install -q "torch==2.13.0"
-python -m pip install -q -e ".[dev,torch,notebooks,ray]"
+. scripts/_venv.sh
+install_falkit "dev,torch,notebooks,ray"
 # The fal SDK without its fastapi<0.137 pin (see the `fal` extra), plus what `import fal`
 # and fal's own local server (tests/test_fal_apps.py compares against it) need.
 python -m pip install -q --no-deps "fal==1.83.0"
