@@ -119,6 +119,8 @@ class CLIProcess:
                 self.proc.kill()
                 self.proc.wait(10)
             self._reader.join(10)
+            if self.proc.stdout is not None and not self._reader.is_alive():
+                self.proc.stdout.close()
 
 
 def _falkit() -> str:
