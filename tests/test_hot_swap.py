@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import httpx
 import nbformat
 import pytest
+from _support import call, get
 from fastapi import WebSocket
 from nbclient import NotebookClient
 
@@ -20,15 +23,34 @@ SETUPS: list[str] = []
 TEARDOWNS: list[str] = []
 
 
-def call(server, path: str = "/", data: object = None):
-    """One call from a client closed right after (no socket left to the GC)."""
-    with fal.Client(server.url) as client:
-        return client.call(path, data)
+@contextmanager
+def hammering(server, *, clients: int, timeout: float) -> Iterator[list[object]]:
+    """``clients`` threads POST ``/`` over and over while the block runs (from 0.2 s before it
+    to 0.2 s after); then the list holds every answer: its ``version``, or the response
+    itself when it was not a 200."""
+    stop, started = threading.Event(), threading.Event()
+    seen: list[object] = []
 
+    def hammer() -> list[object]:
+        answers: list[object] = []
+        with httpx.Client(base_url=server.url, timeout=timeout) as http:
+            while not stop.is_set():
+                response = http.post("/", json={})
+                ok = response.status_code == 200
+                answers.append(response.json()["version"] if ok else response)
+                started.set()
+        return answers
 
-def get(server, path: str):
-    with fal.Client(server.url) as client:
-        return client.get(path)
+    with ThreadPoolExecutor(clients) as pool:
+        results = [pool.submit(hammer) for _ in range(clients)]
+        try:
+            assert started.wait(10)
+            time.sleep(0.2)
+            yield seen
+            time.sleep(0.2)
+        finally:
+            stop.set()
+        seen.extend(v for f in results for v in f.result(timeout + 10))
 
 
 @pytest.fixture(autouse=True)
@@ -278,23 +300,7 @@ def test_restart_has_no_downtime_under_concurrent_load(serve):
             return {"version": self.version}
 
     server = serve(Busy)
-    stop = threading.Event()
-
-    started = threading.Event()
-
-    def hammer() -> list[object]:
-        seen: list[object] = []
-        with httpx.Client(base_url=server.url, timeout=10) as http:
-            while not stop.is_set():
-                response = http.post("/", json={})
-                seen.append(response.json()["version"] if response.status_code == 200 else response)
-                started.set()
-        return seen
-
-    with ThreadPoolExecutor(4) as pool:
-        results = [pool.submit(hammer) for _ in range(4)]
-        assert started.wait(10)
-        time.sleep(0.2)
+    with hammering(server, clients=4, timeout=10) as seen:
 
         class Busy(fal.App):
             def setup(self):
@@ -308,9 +314,6 @@ def test_restart_has_no_downtime_under_concurrent_load(serve):
         fal.serve(Busy)
         for _ in range(3):  # and a few setup-kept swaps on top
             fal.serve(Busy)
-        time.sleep(0.2)
-        stop.set()
-        seen = [v for f in results for v in f.result(20)]
     assert set(seen) == {1, 2}, [v for v in seen if v not in (1, 2)][:3]
     assert server.last_action.startswith("swapped in ")
 
@@ -468,27 +471,8 @@ def test_model_that_fits_once_restarts_teardown_first_and_holds_requests(serve):
     memory = {"free": 1}
     server = serve(_big_app(1, memory))
     assert call(server) == {"version": 1}
-    stop = threading.Event()
-
-    started = threading.Event()
-
-    def hammer() -> list[object]:
-        seen: list[object] = []
-        with httpx.Client(base_url=server.url, timeout=20) as http:
-            while not stop.is_set():
-                response = http.post("/", json={})
-                seen.append(response.json()["version"] if response.status_code == 200 else response)
-                started.set()
-        return seen
-
-    with ThreadPoolExecutor(3) as pool:
-        results = [pool.submit(hammer) for _ in range(3)]
-        assert started.wait(10)
-        time.sleep(0.2)
+    with hammering(server, clients=3, timeout=20) as seen:
         fal.serve(_big_app(2, memory), fresh=True)
-        time.sleep(0.2)
-        stop.set()
-        seen = [v for f in results for v in f.result(30)]
     assert set(seen) == {1, 2}, server.logs(30)  # none failed
     assert "old instance torn down first (not enough memory for both)" in server.last_action
     assert TEARDOWNS == ["big"] and memory == {"free": 0}

@@ -11,21 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from _support import call
 from fastapi import FastAPI, WebSocket
 
 import falkit as fal
 from falkit.limits import LimitSpec, RequestLimiter
-
-
-def call(server, path: str = "/", data: object = None):
-    """One call from a client closed right after (no socket left to the GC)."""
-    with fal.Client(server.url) as client:
-        return client.call(path, data)
-
-
-def get(server, path: str):
-    with fal.Client(server.url) as client:
-        return client.get(path)
 
 
 class Gauge:
