@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+from ._fastroute import install as install_fast_routes
 from ._gateway import FalGateway
 from ._openapi import install_fal_openapi
 from ._timing import ServerTiming, timed
@@ -158,6 +159,7 @@ def build_asgi(instance: App, *, lifespan: bool = True) -> FastAPI:
     app.add_api_route("/health", _health_route(instance), methods=["GET"], name="health")
     for spec in cls.routes():
         _add_route(app, instance, spec)
+    install_fast_routes(app)  # one JSON body in: the short path (see _fastroute)
     app.add_middleware(ServerTiming)  # the Server-Timing header (see _timing)
     app.add_middleware(FalURLLayout, app_name=cls.app_name)
     # Outermost: fal's queue and token endpoints (``/.fal/...``) for ``fal_client``.
