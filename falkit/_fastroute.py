@@ -5,7 +5,7 @@ solving the (empty) dependency graph inside two exit stacks, running the handler
 thread, then hopping to a worker thread *again* to validate the return value before it
 serialises it. For a route with nothing but a JSON body the outcome is fixed by three calls
 on the route's own fields: ``body_field.validate``, the handler, ``response_field.validate``
-+ ``serialize_json``. ``FastRoute`` makes exactly those calls, with one thread hop (the
++ ``serialize``. ``FastRoute`` makes exactly those calls, with one thread hop (the
 handler's) instead of two; the answer is built by the same Starlette ``Response`` FastAPI
 builds, byte for byte.
 
@@ -57,6 +57,8 @@ def eligible(route: APIRoute) -> bool:
     call = dep.call
     if call is None or route.methods != {"POST"}:
         return False
+    if not (inspect.isfunction(call) or inspect.ismethod(call)):
+        return False  # a callable object: FastAPI's own checks decide how to run it
     if inspect.isgeneratorfunction(call) or inspect.isasyncgenfunction(call):
         return False
     if dep.path_params or dep.query_params or dep.header_params or dep.cookie_params:
@@ -80,10 +82,12 @@ def eligible(route: APIRoute) -> bool:
         return False
     if route.status_code:
         return False
+    # ``build_asgi`` names the response class (SafeJSONResponse), so FastAPI renders a
+    # response model's JSON-able dump with it; a left default would take another branch.
     response_class = route.response_class
-    if isinstance(response_class, DefaultPlaceholder):
-        response_class = response_class.value
-    if not issubclass(response_class, JSONResponse):
+    if isinstance(response_class, DefaultPlaceholder) or not issubclass(
+        response_class, JSONResponse
+    ):
         return False
     if (
         route.response_model_include is not None
@@ -95,7 +99,7 @@ def eligible(route: APIRoute) -> bool:
     ):
         return False
     field = route.response_field
-    return field is None or (hasattr(field, "serialize_json") and hasattr(field, "serialize"))
+    return field is None or hasattr(field, "serialize")
 
 
 class FastRoute:
@@ -104,19 +108,11 @@ class FastRoute:
     def __init__(self, route: APIRoute) -> None:
         self.fastapi_app: ASGIApp = route.app  # FastAPI's handler: everything off the path
         self.call = route.dependant.call
-        self.is_async = inspect.iscoroutinefunction(self.call) or inspect.iscoroutinefunction(
-            getattr(self.call, "__call__", None)
-        )
+        self.is_async = inspect.iscoroutinefunction(self.call)
         self.body = route.dependant.body_params[0]
         self.name = self.body.name
-        from fastapi.datastructures import DefaultPlaceholder
-
         self.response_field = route.response_field
-        # As FastAPI: with the default response class a response model is dumped straight
-        # to JSON by pydantic; a class the app chose renders the model's JSON-able dump.
-        self.dump_json = isinstance(route.response_class, DefaultPlaceholder)
-        cls = route.response_class
-        self.response_class = cls.value if isinstance(cls, DefaultPlaceholder) else cls
+        self.response_class = route.response_class
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not _is_json(scope["headers"]):
@@ -168,11 +164,7 @@ class FastRoute:
             checked, errors = self.response_field.validate(raw, {}, loc=("response",))
             if errors:
                 raise ResponseValidationError(errors=errors, body=raw)
-            if self.dump_json:
-                content = self.response_field.serialize_json(checked, by_alias=True)
-                response = Response(content=content, media_type="application/json")
-            else:
-                response = self.response_class(self.response_field.serialize(checked))
+            response = self.response_class(self.response_field.serialize(checked))
         else:
             from fastapi.encoders import jsonable_encoder
 
