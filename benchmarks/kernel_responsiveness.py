@@ -6,6 +6,7 @@ The cell's time is from the execute request leaving this process to its reply ar
 what a user waits for after pressing shift-enter.
 
     python benchmarks/kernel_responsiveness.py [--seconds 5] [--connections 16]
+        [--without gc|switch|yield ...]
 """
 
 from __future__ import annotations
@@ -41,6 +42,15 @@ class EchoApp(fal.App):
 server = fal.serve(EchoApp)
 print(server.url)
 """
+
+
+# Code run in the kernel before the server starts that turns one measure off: a value that
+# is not the interpreter's default is left alone by falkit, and a zero pause is no pause.
+ABLATIONS = {
+    "gc": "import gc; gc.set_threshold(701, 10, 10)",
+    "switch": "import sys; sys.setswitchinterval(0.00501)",
+    "yield": "import falkit._kernelfirst as kf; kf.PAUSE_S = 0.0",
+}
 
 
 def execute(kc: Any, code: str, timeout: float = 30.0) -> tuple[float, str]:
@@ -155,8 +165,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--setup", default="", help="code the kernel runs first (experiments)")
+    parser.add_argument(
+        "--without",
+        action="append",
+        choices=sorted(ABLATIONS),
+        default=[],
+        help="turn off one of falkit's kernel measures (falkit/_kernelfirst.py), for its "
+        "before/after figure; may be repeated",
+    )
     args = parser.parse_args()
-    f = figures(args.seconds, args.connections, args.setup)
+    setup = "\n".join([*(ABLATIONS[name] for name in args.without), args.setup])
+    f = figures(args.seconds, args.connections, setup)
     rows = [
         ("trivial cell, server idle", "idle", ""),
         ("trivial cell, in-kernel server under wrk", "loaded", f"{f['server req/s']:.0f} req/s"),

@@ -30,6 +30,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._changes import restart_reason
+from ._kernelfirst import install as install_kernel_first
+from ._kernelfirst import yield_to_kernel
 from ._logs import LogRing, current_ring
 from ._logs import ensure_routed as ensure_log_routing
 from ._logs import install as install_log_routing
@@ -64,22 +66,6 @@ _client_lock = threading.Lock()
 KEEP_ALIVE_S = 75  # longer than clients' pools keep idle connections (httpx: 5 s)
 RETIRE_WAIT_S = 2.0  # how long a restarting cell waits for the old instance's teardown
 OOM_DRAIN_S = 30.0  # how long requests on the old instance may finish before it must go
-
-
-KERNEL_SWITCH_INTERVAL = 0.001  # seconds; Python's default is 0.005
-
-
-def _favour_kernel_threads() -> None:
-    """In a Jupyter kernel, hand the GIL over every 1 ms instead of 5 ms. The server's
-    threads and the kernel's share one GIL: under load, a cell waited up to a switch
-    interval at each of its hand-offs between the kernel's threads. Measured with wrk on the
-    in-kernel server (benchmarks/kernel_responsiveness.py, medians of 5 alternating runs on
-    a busy 2-core machine): a trivial cell's p50 went from 41 to 30 ms, its p99 from 347 to
-    216 ms. A value the user set (not the default) is left alone."""
-    ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None else None
-    if hasattr(shell, "kernel") and sys.getswitchinterval() == 0.005:
-        sys.setswitchinterval(KERNEL_SWITCH_INTERVAL)
 
 
 def _new_event_loop() -> asyncio.AbstractEventLoop:
@@ -366,7 +352,7 @@ class Server:
 
     def _start(self) -> Server:
         install_log_routing()
-        _favour_kernel_threads()
+        install_kernel_first()  # the kernel's tuning and hooks (see _kernelfirst)
         self._device = _resolve_device(self.app_cls)
         # The server stack's first import (a second or more on a busy machine) happens
         # here, before the clock starts: progress lines are about setup(), and a line that
@@ -468,6 +454,7 @@ class Server:
         # One attribute read per request: a swap replaces ``_gen`` atomically, so a request
         # or session in flight finishes on the generation (handlers) it started on, and the
         # count tells a retiring generation when it may be torn down.
+        yield_to_kernel()  # a cell the kernel is receiving or answering goes first
         gen = self._gen
         assert gen is not None
         ensure_log_routing()
