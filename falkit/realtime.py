@@ -169,6 +169,12 @@ class Session:
         self.spec = spec
         self.buffering = _client_buffering(websocket) or spec.buffering
         self.model = model
+        # Decided once per session, not per message: whether inputs are validated, and
+        # the disconnect exception of the server's WebSocket.
+        self.validate = model.model_validate if hasattr(model, "model_validate") else None
+        from starlette.websockets import WebSocketDisconnect
+
+        self.disconnect = WebSocketDisconnect
         self.decode = spec.decode_message or codec.decode
         self.encode = spec.encode_message or codec.encode
         self.max_size = _max_message_size(websocket)
@@ -177,8 +183,6 @@ class Session:
 
     async def receive(self) -> Any:
         """The next validated input; ``_SessionEnd`` on disconnect or idle timeout."""
-        from starlette.websockets import WebSocketDisconnect
-
         timeout = self.spec.session_timeout
         try:
             # No wait_for without a timeout: one coroutine frame fewer per message.
@@ -187,7 +191,7 @@ class Session:
                 if timeout is None
                 else asyncio.wait_for(self.ws.receive(), timeout)
             )
-        except (asyncio.TimeoutError, WebSocketDisconnect):
+        except (asyncio.TimeoutError, self.disconnect):
             raise _SessionEnd from None
         if message["type"] == "websocket.disconnect":
             raise _SessionEnd
@@ -202,10 +206,10 @@ class Session:
         return self._validate(self.decode(frame))
 
     def _validate(self, data: Any) -> Any:
-        if self.model is None or not hasattr(self.model, "model_validate"):
+        if self.validate is None:
             return data
         try:
-            return self.model.model_validate(data)
+            return self.validate(data)
         except Exception as exc:
             raise ProtocolError(f"input does not fit {self.model.__name__}: {exc}") from exc
 
