@@ -8,11 +8,11 @@ kernel (figures: medians of alternating runs, README "Benchmarks"):
 
 1. **Garbage collection.** The kernel's heap is large (IPython, the user's objects: ~90k
    tracked objects before any model). At CPython's default ``gc`` threshold of 700, the
-   objects of the requests in flight alone crossed it: the collector ran ~120 times a
-   second under load and promoted live request objects until a full collection ran every
+   objects of the requests in flight alone crossed it: the collector ran ~80-110 times
+   a second under load and promoted live request objects until a full collection ran every
    couple of seconds, 55-90 ms each with the GIL held -- the p99 cells. The young
    generation's threshold is raised to 10,000 (CPython 3.13 itself moved it to 2,000):
-   under the same load no collection ran in 6 s, and the server answered ~1.7x the
+   under the same load no collection ran in 6 s, and the server answered ~1.8x the
    requests. Only *when* cycles are collected changes, not what is collected.
 2. **GIL hand-offs.** The GIL is handed over every 1 ms instead of 5 ms, so each of a
    cell's hand-offs between the kernel's threads waits less (p99 347 -> 216 ms, before
