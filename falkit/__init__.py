@@ -65,10 +65,11 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # ``falkit.playground(server)`` without importing ipywidgets on ``import falkit``:
     # the playground package is imported on first use, and is itself callable.
-    if name == "playground":
+    # ``fal.toolkit`` (File, Image) likewise, as ``import fal`` offers it.
+    if name in ("playground", "toolkit"):
         import importlib
 
-        return importlib.import_module(".playground", __name__)
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'falkit' has no attribute {name!r}")
 
 

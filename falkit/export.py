@@ -7,7 +7,8 @@ each taken from the last definition before the point it is needed. What is left 
 magics (``%...``, ``%%...``, ``!...``), cells that do not parse as Python, and every
 statement the class does not need (calls, ``falkit.serve(...)``, exploration).
 ``import falkit as fal`` becomes ``import fal`` (and ``from falkit import App, endpoint,
-realtime`` comes from ``fal``) so the file is ready for ``fal deploy``; falkit's own names
+realtime, toolkit`` and ``from falkit.toolkit import ...`` come from ``fal``) so the file is
+ready for ``fal deploy``; falkit's own names
 (``from falkit import codec``) stay imported from falkit, which the deployment then needs.
 ``falkit serve`` runs the file too, with or without the ``fal`` SDK installed.
 """
@@ -53,7 +54,7 @@ _DEFINING = (
 )
 _BUILTINS = frozenset(dir(builtins))
 #: What ``falkit`` and fal's SDK both export; ``from falkit import`` of these becomes fal's.
-SHARED_WITH_FAL = frozenset({"App", "endpoint", "realtime"})
+SHARED_WITH_FAL = frozenset({"App", "endpoint", "realtime", "toolkit"})
 
 
 # -- reading cells -----------------------------------------------------------------------
@@ -216,6 +217,8 @@ def _is_app(statements: list[_Stmt], stmt: _Stmt, seen: frozenset[int] = frozens
 
 def _rewrite_import_from(node: ast.ImportFrom, keep: set[str]) -> str:
     aliases = [a for a in node.names if (a.asname or a.name) in keep or a.name == "*"]
+    if node.module == "falkit.toolkit" and not node.level:  # its names are fal's toolkit's
+        return ast.unparse(ast.ImportFrom(module="fal.toolkit", names=aliases, level=0))
     if node.module != "falkit":
         return ast.unparse(ast.ImportFrom(module=node.module, names=aliases, level=node.level))
     # Names fal's SDK has come from fal; falkit's own (codec, Client, ...) stay falkit's.
