@@ -26,7 +26,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._changes import restart_reason
@@ -715,8 +715,18 @@ def serve(
             app_cls, old, port=port, host=host, ws_max_size=ws_max_size, security=security
         )
         _registry[app_cls.app_name] = server
-        _warn_if_exposed(server)
-        return server
+    _warn_if_exposed(server)
+    for listener in list(_started_listeners):
+        try:
+            listener(server)
+        except Exception:  # a listener's bug must not fail the serve that succeeded
+            logging.getLogger("falkit.server").exception("a serve listener failed")
+    return server
+
+
+#: Called with each new ``Server`` (not a swap or an in-place restart: those keep theirs),
+#: after it is registered: the playground uses it to follow an app served again.
+_started_listeners: list[Callable[[Server], None]] = []
 
 
 def _security(

@@ -7,6 +7,7 @@ import base64
 import html
 import random
 import shlex
+import socket
 import struct
 import subprocess
 import sys
@@ -414,6 +415,38 @@ def test_server_stop_ends_background_work(open_playground):
     assert "server stopped" in pg.notice.value
     assert "stopped" in pg.status.widget.value
     assert ws.wait_for("closed")
+
+
+def test_a_playground_follows_its_app_served_again(open_playground, serve):
+    pg = open_playground()
+    first = pg.server
+    first.stop()
+    assert until(lambda: "server stopped" in pg.notice.value)
+    assert until(lambda: not playground_threads(), 10), playground_threads()
+
+    def answers(expected_server) -> bool:
+        console = pg.open_route("/")
+        console.form.fields["prompt"].input.value = "hi"
+        console.send_button.click()
+        console.wait(10)
+        return pg.ctx.server is expected_server and "200 OK" in console.status.value
+
+    # served again after a stop: a new server object, and the playground follows it
+    second = serve(PlayApp)
+    assert second is not first
+    assert until(lambda: pg.server is second and "running" in pg.status.widget.value)
+    assert "server stopped" not in pg.notice.value
+    assert answers(second)
+
+    # served on another port: the new server starts, the old one stops, it follows again
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    third = serve(PlayApp, port=port)
+    assert third is not second and third.port == port
+    assert until(lambda: pg.server is third and str(port) in pg.status.widget.value)
+    assert answers(third)
+    assert len(playground_threads()) == 1  # one poller, the old one gone
 
 
 def test_close_stops_every_thread(serve):

@@ -10,6 +10,7 @@ from typing import Any
 
 import ipywidgets as W
 
+from ..server import _started_listeners
 from ._tasks import Task
 from .context import Context
 from .http_console import HttpConsole
@@ -48,6 +49,7 @@ class Playground(W.VBox):
         self._show_routes()
         if server.routes:
             self._select(server.routes[0])
+        self._closed = False
         self.poller: Task | None = Task("poll", self._poll)
 
     @property
@@ -73,6 +75,27 @@ class Playground(W.VBox):
             self.consoles[spec.path] = console
         self.console = console
         self.console_box.children = [console.widget]
+
+    def follow(self, server: Any) -> None:
+        """Show ``server`` from now on: the same app served again as a new server (after
+        a stop, or on another port). Called by ``serve``; the reconnect (a fetch of its
+        ``/openapi.json``) happens on the poller's thread, not in the serving cell."""
+        if self._closed or server is self.server:
+            return
+        if self.poller is not None:
+            self.poller.stop()
+        self.poller = Task("poll", lambda task: self._reattach_and_poll(task, server))
+
+    def _reattach_and_poll(self, task: Task, server: Any) -> None:
+        for console in self.consoles.values():
+            console.close()
+        self.consoles = {}
+        old, self.ctx = self.ctx, Context.of(server)
+        old.close()
+        self.status.server = self.logs.server = server
+        self.logs.refresh(force=True)
+        self._refresh_routes()
+        self._poll(task)
 
     def _poll(self, task: Task) -> None:
         while not task.stopping.wait(POLL_SECONDS):
@@ -103,7 +126,8 @@ class Playground(W.VBox):
         for console in self.consoles.values():
             console.close()
         self.notice.value = (
-            "<b style='color:#cf222e'>server stopped</b>: serve it again and reopen the playground"
+            "<b style='color:#cf222e'>server stopped</b>: serve the app again and this "
+            "playground follows it"
         )
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any] | None:
@@ -117,6 +141,7 @@ class Playground(W.VBox):
 
     def close(self) -> None:
         """Stop the poller and every console's background work, then close the widgets."""
+        self._closed = True
         poller = getattr(self, "poller", None)  # close() also runs from __del__
         if poller is not None:
             poller.stop()
@@ -144,3 +169,12 @@ def playground(server: Any) -> Playground:
     widget = Playground(server)
     _open[server.app_name] = widget
     return widget
+
+
+def _follow(server: Any) -> None:
+    widget = _open.get(server.app_name)
+    if widget is not None:
+        widget.follow(server)
+
+
+_started_listeners.append(_follow)
