@@ -5,10 +5,13 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .exceptions import AppDefinitionError
 from .routes import ROUTE_ATTR, RouteSpec
+
+if TYPE_CHECKING:
+    from ._request import RequestContext
 
 # fal's class options. Those with a local meaning are honoured by the server; the others
 # are kept as metadata so the same class deploys unchanged.
@@ -152,6 +155,15 @@ class App:
 
             self._falkit_device = pick_device(type(self))
         return self._falkit_device  # type: ignore[return-value]
+
+    @property
+    def current_request(self) -> RequestContext:
+        """The HTTP request being answered (fal's ``RequestContext``: ``request_id``,
+        ``endpoint``, ``lifecycle_preference``, ``headers``); an empty one outside a
+        request (``setup()``, WebSocket and realtime sessions), as on fal."""
+        from ._request import current
+
+        return current()
 
     def setup(self) -> Any:
         """Runs once per server before the first request; load weights here."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -14,11 +13,12 @@ from typing import TYPE_CHECKING, Any
 from ._fastroute import install as install_fast_routes
 from ._gateway import FalGateway
 from ._openapi import install_fal_openapi
+from ._request import REQUEST_ID_HEADER, CurrentRequest
+from ._request import request_id as current_request_id
 from ._timing import ServerTiming, timed
 from .routes import RouteSpec
 
 logger = logging.getLogger("falkit.server")
-REQUEST_ID_HEADER = "x-fal-request-id"
 
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request
@@ -84,7 +84,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         # copy of the same traceback out of the ring.
         # The request id ties the client's 500 to its traceback in the logs (the
         # playground shows that one, not merely the newest).
-        request_id = request.headers.get(REQUEST_ID_HEADER) or secrets.token_hex(6)
+        request_id = current_request_id(request.scope)
         logger.error(
             "%s %s failed (request %s)",
             request.method,
@@ -160,6 +160,7 @@ def build_asgi(instance: App, *, lifespan: bool = True) -> FastAPI:
     for spec in cls.routes():
         _add_route(app, instance, spec)
     install_fast_routes(app)  # one JSON body in: the short path (see _fastroute)
+    app.add_middleware(CurrentRequest)  # App.current_request (see _request)
     app.add_middleware(ServerTiming)  # the Server-Timing header (see _timing)
     app.add_middleware(FalURLLayout, app_name=cls.app_name)
     # Outermost: fal's queue and token endpoints (``/.fal/...``) for ``fal_client``.
