@@ -3,8 +3,10 @@ read what is displayed. Every test runs against a real server on loopback."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import html
+import json
 import random
 import shlex
 import socket
@@ -14,12 +16,13 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Literal
 
 import nbformat
 import pytest
 from fastapi import WebSocket
+from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from nbclient import NotebookClient
 from pydantic import BaseModel, Field
 
@@ -415,6 +418,65 @@ def test_server_stop_ends_background_work(open_playground):
     assert "server stopped" in pg.notice.value
     assert "stopped" in pg.status.widget.value
     assert ws.wait_for("closed")
+
+
+class AnswersApp(fal.App):
+    """Answers that are not JSON: server-sent events, an image, text."""
+
+    @fal.endpoint("/events")
+    async def events(self, input: RtInput) -> StreamingResponse:
+        async def stream() -> AsyncIterator[str]:
+            for step in range(3):
+                yield f"data: {json.dumps({'step': step, 'prompt': input.prompt})}\n\n"
+                await asyncio.sleep(0.01)
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+    @fal.endpoint("/endless")
+    async def endless(self, input: RtInput) -> StreamingResponse:
+        async def stream() -> AsyncIterator[str]:
+            yield "data: first\n\n"
+            await asyncio.sleep(3600)
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+    @fal.endpoint("/png")
+    def png(self, input: RtInput) -> Response:
+        return Response(PNG, media_type="image/png")
+
+    @fal.endpoint("/text")
+    def text(self, input: RtInput) -> PlainTextResponse:
+        return PlainTextResponse(f"plain words: {input.prompt}")
+
+
+def test_http_console_shows_events_images_and_text(open_playground):
+    pg = open_playground(AnswersApp)
+    events = pg.open_route("/events")
+    send(events, prompt="go")
+    assert "200 OK" in events.status.value and "3 events" in events.status.value
+    assert "streaming" not in events.status.value
+    shown = html.unescape(events.output.value)
+    assert '"step": 0' in shown and '"step": 2' in shown and '"prompt": "go"' in shown
+
+    image = pg.open_route("/png")
+    send(image, prompt="x")
+    assert "200 OK" in image.status.value
+    assert "<img src='data:image/png;base64," in image.output.value
+
+    text = pg.open_route("/text")
+    send(text, prompt="hello")
+    assert "plain words: hello" in html.unescape(text.output.value)
+
+
+def test_closing_the_playground_cuts_an_endless_stream(open_playground):
+    pg = open_playground(AnswersApp)
+    console = pg.open_route("/endless")
+    console.form.fields["prompt"].input.value = "x"
+    console.send_button.click()
+    assert until(lambda: "1 events" in console.status.value and "streaming" in console.status.value)
+    assert "first" in console.output.value
+    pg.close()  # the reader thread, blocked waiting for a second event, ends
+    assert until(lambda: not playground_threads(), 10), playground_threads()
 
 
 def test_a_playground_follows_its_app_served_again(open_playground, serve):

@@ -112,6 +112,26 @@ def result_html(value: Any, rewrite: Callable[[str], str] = lambda u: u) -> str:
     return "".join(parts)
 
 
+def answer_html(data: bytes, content_type: str, rewrite: Callable[[str], str] = lambda u: u) -> str:
+    """A response body by its type: JSON as ``result_html``, an image as an image, text as
+    text, anything else as its size."""
+    if content_type == "application/json" or content_type.endswith("+json"):
+        try:
+            return result_html(json.loads(data), rewrite)
+        except ValueError:
+            pass  # not JSON after all: shown as text below
+    if content_type.startswith("image/"):
+        src = f"data:{content_type};base64,{base64.b64encode(data).decode('ascii')}"
+        return (
+            f"<div class='falkit-image'><code>{html.escape(content_type)}</code><br>"
+            f"<img src='{src}' style='max-width:384px;max-height:384px'></div>"
+        )
+    if content_type.startswith("text/") or content_type in ("application/json", ""):
+        text = data.decode("utf-8", errors="replace")
+        return f"<pre style='margin:0'>{html.escape(text)}</pre>"
+    return f"<div>{html.escape(content_type)}: {len(data)} bytes</div>"
+
+
 def plain(markup: str) -> str:
     """What an HTML fragment reads as: tags dropped, list items and blocks on own lines."""
     text = re.sub(r"<img[^>]*>", "[image]", markup)
