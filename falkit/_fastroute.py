@@ -26,6 +26,8 @@ import inspect
 import json
 from typing import TYPE_CHECKING, Any
 
+from .security import replay
+
 if TYPE_CHECKING:
     from fastapi import FastAPI
     from fastapi.routing import APIRoute
@@ -132,7 +134,7 @@ class FastRoute:
                     await self._answer(value[0], scope, receive, send)
                     return
                 break
-        await self.fastapi_app(scope, _replay(messages, receive), send)
+        await self.fastapi_app(scope, replay(messages, receive), send)
 
     def _parse(self, body: bytes) -> tuple[Any] | None:
         """``(validated input,)``, or ``None`` where FastAPI must give the answer."""
@@ -177,12 +179,3 @@ def _is_json(headers: list[tuple[bytes, bytes]]) -> bool:
         if name == b"content-type":
             return value.partition(b";")[0].strip().lower() == _JSON
     return False
-
-
-def _replay(messages: list[Message], receive: Receive) -> Receive:
-    pending = list(messages)
-
-    async def replayed() -> Message:
-        return pending.pop(0) if pending else await receive()
-
-    return replayed

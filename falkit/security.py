@@ -244,7 +244,7 @@ class Guard:
         while True:
             message = await receive()
             if message["type"] != "http.request":
-                return _replay([message], receive)
+                return replay([message], receive)
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > limit:
@@ -253,7 +253,7 @@ class Guard:
             if not message.get("more_body", False):
                 body = b"".join(chunks)
                 message = {"type": "http.request", "body": body, "more_body": False}
-                return _replay([message], receive)
+                return replay([message], receive)
 
 
 def _is_preflight(scope: Scope) -> bool:
@@ -268,7 +268,8 @@ def _too_large(size: int, limit: int, *, at_least: bool = False) -> str:
     )
 
 
-def _replay(messages: list[Message], then: Receive) -> Receive:
+def replay(messages: list[Message], then: Receive) -> Receive:
+    """A receive channel that gives ``messages`` (already read) first, then ``then``'s."""
     pending = list(messages)
 
     async def receive() -> Message:
