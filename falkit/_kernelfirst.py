@@ -48,9 +48,13 @@ SWITCH_INTERVAL = 0.001
 GC_THRESHOLD = 10_000
 _DEFAULT_GC_THRESHOLDS = {(700, 10, 10), (2000, 10, 0), (2000, 10, 10)}
 
+# Cleared while ipykernel handles a message (its pre/post handler hooks).
 _kernel_idle = threading.Event()
 _kernel_idle.set()
 _installed_on: Any = None
+# Kernel threads change it, server threads read it: how deep in (possibly nested) user
+# code the kernel is, and since when the outermost has been running (0.0 when none is).
+_state = {"user_depth": 0, "user_since": 0.0}
 
 
 def yield_to_kernel() -> None:
@@ -82,16 +86,14 @@ def install() -> bool:
     before, after = kernel.pre_handler_hook, kernel.post_handler_hook
 
     def pre_handler_hook() -> None:
-        _state["handling"] = True
-        _update()
+        _kernel_idle.clear()
         before()
 
     def post_handler_hook() -> None:
         try:
             after()
         finally:
-            _state["handling"] = False
-            _update()
+            _kernel_idle.set()
 
     kernel.pre_handler_hook = pre_handler_hook
     kernel.post_handler_hook = post_handler_hook
@@ -99,18 +101,6 @@ def install() -> bool:
     shell.events.register("post_run_cell", _user_code_ends)
     _installed_on = kernel
     return True
-
-
-# Kernel threads change it, server threads read it: a handler is running; since when the
-# (outermost) user code has been running, 0.0 when none is.
-_state = {"handling": False, "user_depth": 0, "user_since": 0.0}
-
-
-def _update() -> None:
-    if _state["handling"]:
-        _kernel_idle.clear()
-    else:
-        _kernel_idle.set()
 
 
 def _user_code_starts(info: Any) -> None:

@@ -155,6 +155,7 @@ def test_bad_notebooks_are_one_line_exit_2(
 
 # -- the tour notebooks ------------------------------------------------------------------
 
+
 def _tour_apps() -> list[str]:
     apps = []
     for path in sorted(NOTEBOOKS.glob("*.ipynb")):

@@ -77,14 +77,14 @@ def test_serving_tunes_the_kernel_and_marks_its_busy_time(kernel):
         run(
             kernel,
             "print(json.dumps([gc.get_threshold(), sys.getswitchinterval(), "
-            "kf._state['handling'], kf._kernel_idle.is_set(), kf._state['user_since'] > 0]))",
+            "kf._kernel_idle.is_set(), kf._state['user_since'] > 0]))",
         )
     )
     assert before == [[700, 10, 10], 0.005]
     assert state[0] == [_kernelfirst.GC_THRESHOLD, 10, 10]
     assert state[1] == _kernelfirst.SWITCH_INTERVAL
     # during a cell's own code: the kernel is handling a message, its user code has begun
-    assert state[2:] == [True, False, True]
+    assert state[2:] == [False, True]
 
     # Between cells the kernel is idle: a request from outside sees it so.
     with httpx.Client(timeout=10) as client:
