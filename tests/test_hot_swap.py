@@ -385,29 +385,23 @@ def test_bad_option_is_a_clear_error_and_the_server_keeps_serving(serve):
     assert call(server, "/") == {"version": 1, "count": 1}
 
 
+# The cell a user runs twice, editing only the handler: the version it answers.
+WEIGHTS_CELL = """class Weights(fal.App):
+    def setup(self):
+        print('loading weights')
+        for _ in tqdm(range(4), desc='shards'):
+            time.sleep(0.65)  # past _startup.SHOW_AFTER_S: progress shows
+        self.weights = 7
+
+    @fal.endpoint('/')
+    def run(self) -> dict:
+        return {'v': %d, 'w': self.weights}"""
+
 KERNEL_CELLS = [
     "import falkit as fal\nimport time\nfrom tqdm.auto import tqdm",
-    """class Weights(fal.App):
-    def setup(self):
-        print('loading weights')
-        for _ in tqdm(range(4), desc='shards'):
-            time.sleep(0.65)  # past _startup.SHOW_AFTER_S: progress shows
-        self.weights = 7
-
-    @fal.endpoint('/')
-    def run(self) -> dict:
-        return {'v': 1, 'w': self.weights}""",
+    WEIGHTS_CELL % 1,
     "%fal serve Weights",
-    """class Weights(fal.App):
-    def setup(self):
-        print('loading weights')
-        for _ in tqdm(range(4), desc='shards'):
-            time.sleep(0.65)  # past _startup.SHOW_AFTER_S: progress shows
-        self.weights = 7
-
-    @fal.endpoint('/')
-    def run(self) -> dict:
-        return {'v': 2, 'w': self.weights}""",
+    WEIGHTS_CELL % 2,
     "%fal serve Weights",
     "fal.get_server('Weights').client.call('/')",
     "%fal stop --all",
