@@ -87,14 +87,11 @@ class Playground(W.VBox):
         self.poller = Task("poll", lambda task: self._reattach_and_poll(task, server))
 
     def _reattach_and_poll(self, task: Task, server: Any) -> None:
-        for console in self.consoles.values():
-            console.close()
-        self.consoles = {}
-        old, self.ctx = self.ctx, Context.of(server)
-        old.close()
+        old, self.ctx = self.ctx, Context(server, server.client)
         self.status.server = self.logs.server = server
         self.logs.refresh(force=True)
-        self._refresh_routes()
+        self._refresh_routes()  # reads the new server's /openapi.json, renews the consoles
+        old.close()
         self._poll(task)
 
     def _poll(self, task: Task) -> None:
