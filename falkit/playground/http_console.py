@@ -14,7 +14,7 @@ import httpx
 import ipywidgets as W
 
 from ..client import _payload, _raise_for_status, _SSEParser
-from ..exceptions import ClientError, RemoteError
+from ..exceptions import RemoteError
 from . import render, snippets
 from ._tasks import Task
 from .context import Context
@@ -100,7 +100,7 @@ class HttpConsole:
             hint = self.ctx.error_hint(since, exc.request_id) if exc.status >= 500 else ""
             self.status.value = render.status_line(exc.status, took)
             self.output.value = render.detail_html(exc.detail, hint)
-        except (httpx.HTTPError, httpx.StreamError, ClientError) as exc:
+        except (httpx.HTTPError, httpx.StreamError) as exc:
             if task.stopping.is_set():
                 return  # closed while answering: nothing is left to show it in
             self.status.value = "<b style='color:#cf222e'>no answer</b>"
@@ -112,13 +112,13 @@ class HttpConsole:
     def _show_events(self, task: Task, response: Any, began: float) -> None:
         """Server-sent events as they arrive: the count and time so far, and the newest
         ``MAX_EVENTS`` (images shown as images)."""
-        parser, events, count = _SSEParser(), [], 0
+        parser, events = _SSEParser(), []
 
         def show(done: bool) -> None:
             took = time.perf_counter() - began
             state = "" if done else " · <i>streaming...</i>"
             self.status.value = (
-                render.status_line(response.status_code, took) + f" · {count} events{state}"
+                render.status_line(response.status_code, took) + f" · {len(events)} events{state}"
             )
             self.output.value = render.result_html(events[-MAX_EVENTS:], self.ctx.rewrite)
 
@@ -126,13 +126,10 @@ class HttpConsole:
             new = parser.feed(line)
             if new:
                 events.extend(new)
-                count += len(new)
                 show(done=False)
             if task.stopping.is_set():
                 return
-        tail = parser.flush()
-        events.extend(tail)
-        count += len(tail)
+        events.extend(parser.flush())
         show(done=True)
 
     def _http(self) -> httpx.Client:
