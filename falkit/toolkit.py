@@ -79,7 +79,13 @@ class File(BaseModel):
             extension = mimetypes.guess_extension(content_type) or ".bin"
             file_name = secrets.token_hex(8) + extension
         url = f"data:{content_type};base64,{base64.b64encode(data).decode('ascii')}"
-        return cls(url=url, content_type=content_type, file_name=file_name, file_size=len(data))
+        # Built, not validated: the URI was just made from ``data``, decoding it back to
+        # check it would be the same bytes again.
+        file = cls.model_construct(
+            url=url, content_type=content_type, file_name=file_name, file_size=len(data)
+        )
+        file._data = bytes(data)
+        return file
 
     @classmethod
     def from_path(
