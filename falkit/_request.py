@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 REQUEST_ID_HEADER = "x-fal-request-id"
 ENDPOINT_HEADER = "x-fal-endpoint"
 LIFECYCLE_HEADER = "x-fal-object-lifecycle-preference"
+_REQUEST_ID_RAW = REQUEST_ID_HEADER.encode()
 _ID_KEY = "falkit.request_id"
 
 _scope: ContextVar[Scope | None] = ContextVar("falkit_current_request", default=None)
@@ -54,7 +55,7 @@ def request_id(scope: Scope) -> str:
     rid = holder.get(_ID_KEY)
     if rid is None:
         for name, value in scope.get("headers", ()):
-            if name == b"x-fal-request-id":
+            if name == _REQUEST_ID_RAW:
                 rid = value.decode("latin-1")
                 break
         else:
