@@ -29,7 +29,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 import falkit as fal
-from falkit._timing import ServerTiming, timed
+from falkit.asgi.timing import ServerTiming, timed
 
 
 class Input(BaseModel):
@@ -103,7 +103,7 @@ async def call_many(app: Callable[..., Any], calls: int) -> float:
 
 
 async def _trivial(scope: Any, receive: Any, send: Any) -> None:
-    from falkit._timing import _marks
+    from falkit.asgi.timing import _marks
 
     marks = _marks.get()
     if marks is not None:  # as a timed handler would

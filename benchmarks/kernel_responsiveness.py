@@ -49,7 +49,7 @@ print(server.url)
 ABLATIONS = {
     "gc": "import gc; gc.set_threshold(701, 10, 10)",
     "switch": "import sys; sys.setswitchinterval(0.00501)",
-    "yield": "import falkit._kernelfirst as kf; kf.PAUSE_S = 0.0",
+    "yield": "import falkit.serving.kernel as kf; kf.PAUSE_S = 0.0",
 }
 
 
@@ -170,7 +170,7 @@ def main() -> None:
         action="append",
         choices=sorted(ABLATIONS),
         default=[],
-        help="turn off one of falkit's kernel measures (falkit/_kernelfirst.py), for its "
+        help="turn off one of falkit's kernel measures (falkit/serving/kernel.py), for its "
         "before/after figure; may be repeated",
     )
     args = parser.parse_args()

@@ -3,23 +3,53 @@
 ``import falkit as fal`` is a drop-in for ``import fal``: define ``class MyApp(fal.App)``
 with ``@fal.endpoint`` / ``@fal.realtime`` routes, then ``%fal serve MyApp`` or
 ``falkit.serve(MyApp)``.
+
+The layout rule (enforced by the import-linter contract in ``pyproject.toml``):
+
+* Top-level modules are the user's model and its tools: ``app``, ``routes``, ``codec``,
+  ``devices``, ``toolkit``, ``exceptions`` (one tree), ``magics``, ``cli``, ``export``,
+  ``ray`` and ``compat`` (a documented path). There is no ``_x.py`` at the top level.
+* Roles are subpackages, each with one owner: ``asgi`` (the whole per-request stack, built
+  in one function), ``serving`` (``serve``, the registry, ``Server`` and its generations),
+  ``client`` (the clients over one I/O-free core), ``interop`` (the real fal SDK and
+  fal_client), ``bench`` and ``playground`` (the widgets). Inside a subpackage modules have
+  plain names; what other parts of falkit use is public only through its ``__init__``.
+* Layers, highest first; a module imports only from layers below it::
+
+      cli | magics
+      playground | bench | ray | export
+      serving
+      interop
+      asgi | client
+      app | toolkit
+      routes | devices | codec
+      exceptions
+
+This module re-exports the names users need (sorted ``__all__``); each reports
+``__module__ == "falkit"``. ``%fal`` is registered here (on import inside IPython, on
+``%load_ext falkit``, and when an App class is defined in a shell that lacks it).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-# Loaded first on purpose: importing the ``falkit.realtime`` module later (the server
-# does) would rebind the package attribute ``realtime`` from the decorator to the module.
-from . import realtime as _realtime_module  # noqa: F401
-from .app import App
+from . import app as _app
+from . import magics as _magics
+from .app import App, RequestContext
 from .bench import BenchReport, bench
 from .client import AsyncClient, Client
 from .exceptions import (
     AppDefinitionError,
+    BenchError,
     ClientError,
+    CLIError,
     ConnectionLost,
+    EncodeError,
+    ExportError,
     FalkitError,
+    FormError,
+    MissingDependency,
     PortInUseError,
     ProtocolError,
     RealtimeError,
@@ -29,7 +59,7 @@ from .exceptions import (
     SetupError,
 )
 from .routes import RouteSpec, endpoint, realtime
-from .server import Server, get_server, serve, servers, stop_all
+from .serving import Server, get_server, serve, servers, stop_all
 
 __version__ = "0.1.0"
 
@@ -37,15 +67,22 @@ __all__ = [
     "App",
     "AppDefinitionError",
     "AsyncClient",
+    "BenchError",
     "BenchReport",
+    "CLIError",
     "Client",
     "ClientError",
     "ConnectionLost",
+    "EncodeError",
+    "ExportError",
     "FalkitError",
+    "FormError",
+    "MissingDependency",
     "PortInUseError",
     "ProtocolError",
     "RealtimeError",
     "RemoteError",
+    "RequestContext",
     "RouteSpec",
     "Server",
     "ServerError",
@@ -61,6 +98,13 @@ __all__ = [
     "stop_all",
 ]
 
+# httpx's idiom: the public names say where users find them.
+for _name in __all__:
+    _obj = globals().get(_name)
+    if _obj is not None and hasattr(_obj, "__module__"):
+        _obj.__module__ = __name__
+del _name, _obj
+
 
 def __getattr__(name: str) -> Any:
     # ``falkit.playground(server)`` without importing ipywidgets on ``import falkit``:
@@ -75,15 +119,8 @@ def __getattr__(name: str) -> Any:
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext falkit`` registers the ``%fal`` magic."""
-    from .magics import register
-
-    register(ipython)
+    _magics.register(ipython)
 
 
-def _auto_register() -> None:
-    from .magics import register_if_in_ipython
-
-    register_if_in_ipython()
-
-
-_auto_register()
+_app.class_defined_hooks.append(lambda _cls: _magics.register_if_in_ipython())
+_magics.register_if_in_ipython()

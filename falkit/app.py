@@ -5,13 +5,13 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
+from .devices import pick_device
 from .exceptions import AppDefinitionError
 from .routes import ROUTE_ATTR, RouteSpec
-
-if TYPE_CHECKING:
-    from ._request import RequestContext
 
 # fal's class options. Those with a local meaning are honoured by the server; the others
 # are kept as metadata so the same class deploys unchanged.
@@ -30,6 +30,33 @@ FAL_OPTIONS: dict[str, Any] = {
     "image": None,
     "local_python_modules": [],
 }
+
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """fal's ``RequestContext``: what a handler may know of the request it answers."""
+
+    request_id: str | None
+    endpoint: str | None
+    lifecycle_preference: dict[str, str] | None
+    headers: dict[str, str] = field(default_factory=dict)
+    upload_policy: Any = None  # fal's CDN upload policy; locally there is no CDN
+
+
+#: The context outside any HTTP request (``setup()``, WebSocket and realtime sessions).
+NO_REQUEST = RequestContext(None, None, None, {})
+
+#: Set by ``falkit.asgi`` around each HTTP request to a function building its context: the
+#: context is made only when a handler reads ``current_request``.
+request_context: ContextVar[Callable[[], RequestContext] | None] = ContextVar(
+    "falkit_current_request", default=None
+)
+
+#: Called with each App subclass once its class statement ran. ``falkit/__init__`` adds the
+#: ``%fal`` registration here, so a shell that found falkit already imported still gets
+#: the magic, without this module knowing about IPython.
+class_defined_hooks: list[Callable[[type], None]] = []
 
 _PART = re.compile(r"[A-Z][a-z]*")
 
@@ -129,9 +156,8 @@ class App:
                 f"{cls.__name__} overrides __init__; put initialisation in setup() instead"
             )
         cls.__falkit_routes__ = _route_specs(cls)
-        from .magics import register_if_in_ipython
-
-        register_if_in_ipython()
+        for hook in class_defined_hooks:
+            hook(cls)
 
     def __init__(self) -> None:
         self._falkit_device: str | None = None
@@ -151,8 +177,6 @@ class App:
         """Where models should live: ``cuda`` when torch sees a GPU, then ``mps``, else
         ``cpu``. Torch is imported only when this is read."""
         if getattr(self, "_falkit_device", None) is None:
-            from .devices import pick_device
-
             self._falkit_device = pick_device(type(self))
         return self._falkit_device  # type: ignore[return-value]
 
@@ -161,9 +185,8 @@ class App:
         """The HTTP request being answered (fal's ``RequestContext``: ``request_id``,
         ``endpoint``, ``lifecycle_preference``, ``headers``); an empty one outside a
         request (``setup()``, WebSocket and realtime sessions), as on fal."""
-        from ._request import current
-
-        return current()
+        make = request_context.get()
+        return NO_REQUEST if make is None else make()
 
     def setup(self) -> Any:
         """Runs once per server before the first request; load weights here."""

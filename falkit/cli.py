@@ -33,19 +33,15 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from .exceptions import FalkitError
+from .exceptions import CLIError, FalkitError
+from .routes import KIND_LABELS
 
 if TYPE_CHECKING:
     from .app import App
-    from .server import Server
+    from .serving import Server
 
 USAGE_ERROR = 2
 _POLL_S = 0.1
-_KIND_LABEL = {"http": "POST", "websocket": "WS", "realtime": "RT"}
-
-
-class CLIError(FalkitError):
-    """Bad command-line input; printed as one line, exit status 2."""
 
 
 # -- loading an App from ``file.py::Name`` ----------------------------------------------
@@ -124,12 +120,12 @@ def load_module(path: Path) -> ModuleType:
 
 
 def _is_app_class(obj: Any) -> bool:
-    from .server import _check_app_class
+    from .interop import app_class
 
     if not isinstance(obj, type):
         return False
     try:
-        _check_app_class(obj)
+        app_class(obj)
     except FalkitError:
         return False
     return True
@@ -169,11 +165,11 @@ def load_app(target: str) -> type[App]:
 
 def route_table(app_cls: type[App], base: str = "") -> str:
     """One line per route: kind, path, handler name."""
-    from .server import _check_app_class
+    from .interop import app_class
 
-    app_cls = _check_app_class(app_cls)
+    app_cls = app_class(app_cls)
     rows = [("GET", "/health", "health")]
-    rows += [(_KIND_LABEL[r.kind], r.path, r.method) for r in app_cls.routes()]
+    rows += [(KIND_LABELS[r.kind], r.path, r.method) for r in app_cls.routes()]
     width = max(len(path) for _, path, _ in rows)
     return "\n".join(f"  {kind:<5} {base}{path:<{width}}  {method}" for kind, path, method in rows)
 
@@ -181,9 +177,9 @@ def route_table(app_cls: type[App], base: str = "") -> str:
 def openapi_document(app_cls: type[App]) -> dict[str, Any]:
     """The OpenAPI document the server would publish at ``/openapi.json`` (no setup runs)."""
     from .asgi import build_asgi
-    from .server import _check_app_class
+    from .interop import app_class
 
-    return build_asgi(_check_app_class(app_cls)(), lifespan=False).openapi()
+    return build_asgi(app_class(app_cls)(), lifespan=False).openapi()
 
 
 # -- commands ----------------------------------------------------------------------------
@@ -227,7 +223,7 @@ def _announce(server: Server) -> None:
 
 
 def _reload(target: str, server: Server) -> Server:
-    from .server import serve
+    from .serving import serve
 
     try:
         app_cls = load_app(target)
@@ -240,7 +236,7 @@ def _reload(target: str, server: Server) -> Server:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .server import serve
+    from .serving import serve
 
     path, _ = _split_target(args.target)
     mtime = path.stat().st_mtime  # before loading: an edit made during setup counts
@@ -267,9 +263,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_routes(args: argparse.Namespace) -> int:
-    from .server import _check_app_class
+    from .interop import app_class
 
-    app_cls = _check_app_class(load_app(args.target))
+    app_cls = app_class(load_app(args.target))
     _say(f"{app_cls.__name__} ({app_cls.app_name})")
     _say(route_table(app_cls))
     try:

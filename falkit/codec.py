@@ -25,7 +25,7 @@ from typing import Any
 
 import msgpack
 
-from .exceptions import ProtocolError
+from .exceptions import EncodeError, ProtocolError
 
 #: The msgpack extension type code of an array (application codes are 0..127).
 TENSOR_EXT = 84  # "T"
@@ -70,7 +70,7 @@ def decode_tensors(frame: bytes) -> Any:
 
 def _refuse_arrays(obj: Any) -> Any:
     if _kind(obj) is not None:
-        raise TypeError(
+        raise EncodeError(
             f"can't send a {type(obj).__name__} with the default msgpack codec; opt in with "
             "encode_message=falkit.codec.encode_tensors (and decode_tensors on the other end)"
         )
@@ -100,7 +100,7 @@ def _scalar(obj: Any) -> Any:
     np = sys.modules.get("numpy")
     if np is not None and isinstance(obj, np.generic):
         return obj.item()
-    raise TypeError(f"can't serialize {type(obj).__name__} to msgpack")
+    raise EncodeError(f"can't serialize {type(obj).__name__} to msgpack")
 
 
 def _ext(kind: str, dtype: str, shape: tuple[int, ...], data: Any) -> msgpack.ExtType:
@@ -114,7 +114,7 @@ def _ext(kind: str, dtype: str, shape: tuple[int, ...], data: Any) -> msgpack.Ex
 
 def _pack_numpy(array: Any) -> msgpack.ExtType:
     if array.dtype.hasobject:
-        raise TypeError("can't send a numpy array of Python objects; use a numeric dtype")
+        raise EncodeError("can't send a numpy array of Python objects; use a numeric dtype")
     import numpy as np
 
     data = np.ascontiguousarray(array)

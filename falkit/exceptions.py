@@ -3,16 +3,26 @@
 ::
 
     FalkitError
-    ├── AppDefinitionError      the App class is malformed (raised at class definition)
+    ├── AppDefinitionError      an App class, its options or a route decorator is malformed
     ├── ServerError
     │   ├── PortInUseError      the requested port is taken
     │   ├── ServerNotRunning    no server of that name is running
     │   └── SetupError          setup() raised; the original exception is chained
     ├── ProtocolError           a malformed message on the wire
-    └── ClientError
-        ├── RemoteError         the server answered with a non-2xx status
-        ├── ConnectionLost      no answer: refused, reset, or cut mid-stream
-        └── RealtimeError       the server sent an ``x-fal-error`` frame
+    │   └── EncodeError         a value has no wire form (no msgpack type for it)
+    ├── ClientError
+    │   ├── RemoteError         the server answered with a non-2xx status
+    │   ├── ConnectionLost      no answer: refused, reset, or cut mid-stream
+    │   └── RealtimeError       the server sent an ``x-fal-error`` frame
+    ├── BenchError              a load run could not be made (bad bounds, not loopback)
+    ├── ExportError             a notebook or class cannot be exported for ``fal deploy``
+    ├── CLIError                bad command-line input (exit status 2)
+    ├── FormError               a playground form holds what cannot be sent (bad JSON)
+    └── MissingDependency       an optional package is not installed (says what to install)
+
+Each also derives from the built-in exception its callers would catch (``ValueError``,
+``TypeError``, ``OSError``, ``LookupError``, ``ConnectionError``, ``ImportError``), so
+code written against Python's own exceptions keeps working.
 """
 
 from __future__ import annotations
@@ -24,8 +34,9 @@ class FalkitError(Exception):
     """Base class of every error falkit raises."""
 
 
-class AppDefinitionError(FalkitError, TypeError):
-    """An App class is malformed; raised when the class statement runs."""
+class AppDefinitionError(FalkitError, TypeError, ValueError):
+    """An App class is malformed: raised when its class statement runs, when a route
+    decorator gets a bad argument, or when ``serve`` reads a malformed fal option."""
 
 
 class ServerError(FalkitError):
@@ -46,6 +57,10 @@ class SetupError(ServerError):
 
 class ProtocolError(FalkitError, ValueError):
     """A message on the wire could not be decoded or did not fit the schema."""
+
+
+class EncodeError(ProtocolError, TypeError):
+    """A value cannot be encoded for the wire (no msgpack form for its type)."""
 
 
 class ClientError(FalkitError):
@@ -79,3 +94,26 @@ class RealtimeError(ClientError):
         self.error = error
         self.reason = reason
         super().__init__(f"{error}: {reason}")
+
+
+class BenchError(FalkitError, ValueError):
+    """``falkit.bench`` could not run: bad bounds, a route it cannot drive, a target off
+    loopback, or a load generator that failed."""
+
+
+class ExportError(FalkitError, ValueError):
+    """The notebook or the class cannot be exported (missing, malformed, not an App)."""
+
+
+class CLIError(FalkitError):
+    """Bad command-line input; printed as one line, exit status 2."""
+
+
+class FormError(FalkitError, ValueError):
+    """A playground form holds something that cannot be sent (a JSON editor with bad
+    JSON)."""
+
+
+class MissingDependency(FalkitError, ImportError):
+    """An optional package a feature needs is not installed; the message says how to
+    install it."""

@@ -22,11 +22,7 @@ import symtable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .exceptions import FalkitError
-
-
-class ExportError(FalkitError, ValueError):
-    """The notebook or the class cannot be exported (missing, malformed, not an App)."""
+from .exceptions import ExportError
 
 
 @dataclass(frozen=True)

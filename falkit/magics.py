@@ -4,73 +4,15 @@
 from __future__ import annotations
 
 import argparse
-import html
+import json
 import shlex
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
-from .exceptions import AppDefinitionError, ServerError, ServerNotRunning, SetupError
-
-if TYPE_CHECKING:
-    from .server import Server
-
-_KIND_LABEL = {"http": "POST", "websocket": "WS", "realtime": "RT"}
-
-
-def card_rows(server: Server) -> list[tuple[str, str]]:
-    """The facts the card shows, as (label, value) pairs."""
-    from ._proxy import browser_url, proxy_root_path
-    from .limits import describe as describe_limits
-
-    setup = f"{server.setup_seconds:.2f} s" if server.setup_seconds is not None else "-"
-    rows = [
-        ("app", server.app_name),
-        ("url", server.url),
-        ("device", server.device.describe()),
-        ("setup", setup),
-        ("status", server.last_action or ("running" if server.running else "stopped")),
-    ]
-    if proxy_root_path(server.port):
-        # On JupyterHub/Binder the browser cannot reach the loopback URL; this link it can.
-        rows.insert(2, ("browser", browser_url(server)))
-    limits = describe_limits(server.limits)
-    return [*rows, ("limits", limits)] if limits else rows
-
-
-def card_text(server: Server) -> str:
-    """The plain-text card (the fallback of the HTML one)."""
-    lines = [f"{label:>7}: {value}" for label, value in card_rows(server)]
-    lines += [f"  {_KIND_LABEL[r.kind]:>5} {r.path}  ({r.method})" for r in server.routes]
-    return "\n".join(lines)
-
-
-def _fact_html(label: str, value: str) -> str:
-    code = f"<code>{html.escape(value)}</code>"
-    if label != "browser":
-        return code
-    link = html.escape(value, quote=True)
-    docs = html.escape(value.rstrip("/") + "/docs", quote=True)
-    new_tab = "target='_blank'"
-    return f"<a href='{link}' {new_tab}>{code}</a> (<a href='{docs}' {new_tab}>docs</a>)"
-
-
-def card_html(server: Server) -> str:
-    """The rich card: URL, app name, each route's kind and path, device, setup time."""
-    esc = html.escape
-    facts = "".join(
-        f"<tr><th style='text-align:right;padding-right:8px'>{esc(label)}</th>"
-        f"<td>{_fact_html(label, value)}</td></tr>"
-        for label, value in card_rows(server)
-    )
-    routes = "".join(
-        f"<tr><td><b>{_KIND_LABEL[r.kind]}</b></td><td><code>{esc(r.path)}</code></td>"
-        f"<td>{esc(r.method)}</td></tr>"
-        for r in server.routes
-    )
-    return (
-        "<div class='falkit-card' style='border:1px solid #ccc;border-radius:6px;"
-        "padding:6px 10px;display:inline-block'>"
-        f"<table>{facts}</table><table>{routes}</table></div>"
-    )
+from .app import App
+from .bench import bench
+from .exceptions import AppDefinitionError, FalkitError, ServerError, ServerNotRunning, SetupError
+from .interop import is_fal_app
+from .serving import get_server, serve, servers, stop_all
 
 
 class _Parser(argparse.ArgumentParser):
@@ -143,9 +85,6 @@ class FalMagic:
     def _app_class(self, name: str) -> Any:
         from IPython.core.error import UsageError
 
-        from ._falcompat import is_fal_app
-        from .app import App
-
         if name not in self.shell.user_ns:
             raise UsageError(f"%fal: no App named {name!r} in this notebook; define it first")
         obj = self.shell.user_ns[name]
@@ -156,7 +95,8 @@ class FalMagic:
     def _serve(self, args: argparse.Namespace) -> None:
         from IPython.display import display
 
-        from .server import serve
+        # The card widget (ipywidgets) loads with the first serve, not with ``%fal``.
+        from .playground import serve_card
 
         server = serve(
             self._app_class(args.name),
@@ -168,14 +108,10 @@ class FalMagic:
         )
         # The card widget adds a "playground" button; its text and HTML parts are the
         # plain card's, so front ends without widgets show (and nbval compares) the same.
-        from .playground import serve_card
-
         display(serve_card(server))
 
     def _stop(self, args: argparse.Namespace) -> None:
         from IPython.core.error import UsageError
-
-        from .server import get_server, stop_all
 
         if args.all:
             stop_all()
@@ -185,8 +121,6 @@ class FalMagic:
             raise UsageError("%fal stop: name an app, or use --all")
 
     def _ls(self, args: argparse.Namespace) -> None:
-        from .server import servers
-
         running = servers()
         if not running:
             print("no servers running")
@@ -194,19 +128,11 @@ class FalMagic:
             print(f"{name:<24} {server.url:<28} {server.device.describe()}")
 
     def _logs(self, args: argparse.Namespace) -> None:
-        from .server import get_server
-
         print(get_server(args.name).logs(args.n) or "(no logs yet)")
 
     def _bench(self, args: argparse.Namespace) -> None:
-        import json
-
         from IPython.core.error import UsageError
         from IPython.display import display
-
-        from .bench import bench
-        from .exceptions import FalkitError
-        from .server import get_server
 
         try:
             payload = json.loads(args.payload)
@@ -225,7 +151,6 @@ class FalMagic:
         from IPython.display import display
 
         from .playground import playground
-        from .server import get_server
 
         display(playground(get_server(args.name)))
 

@@ -38,7 +38,7 @@ from typing import Any
 
 from .app import App
 from .devices import gpus_wanted
-from .exceptions import FalkitError, ServerError
+from .exceptions import AppDefinitionError, MissingDependency, ServerError
 
 #: CPUs per replica for fal's CPU machine types (fal's own sizes, rounded).
 CPUS_BY_MACHINE = {"XS": 0.5, "S": 1.0, "M": 2.0, "L": 4.0, "XL": 8.0}
@@ -48,7 +48,7 @@ def _ray_serve() -> Any:
     try:
         from ray import serve
     except ImportError:
-        raise FalkitError(
+        raise MissingDependency(
             "Ray Serve is not installed; install it with `pip install 'falkit[ray]'`"
         ) from None
     return serve
@@ -59,7 +59,9 @@ def scaling_for(app_cls: type[App]) -> dict[str, Any]:
     low = app_cls.min_concurrency if app_cls.min_concurrency is not None else 1
     high = app_cls.max_concurrency if app_cls.max_concurrency is not None else max(low, 1)
     if high < max(low, 1):
-        raise FalkitError(f"{app_cls.__name__}: max_concurrency={high} < min_concurrency={low}")
+        raise AppDefinitionError(
+            f"{app_cls.__name__}: max_concurrency={high} < min_concurrency={low}"
+        )
     return {
         "min_replicas": low,
         "initial_replicas": max(low, 1),
@@ -80,9 +82,9 @@ class _Replica:
     """One Ray Serve replica: an App instance and the ASGI app serving it."""
 
     def __init__(self, app_cls: type) -> None:
-        from .server import _check_app_class
+        from .interop import app_class
 
-        self._instance = _check_app_class(app_cls)()
+        self._instance = app_class(app_cls)()
 
     def __serve_build_asgi_app__(self) -> Any:
         # Called by Ray once the replica exists; Ray then runs the ASGI lifespan, which
@@ -114,10 +116,10 @@ def application(
 ) -> Any:
     """The Ray Serve ``Application`` serving ``app_cls``; pass it to ``serve.run`` or
     compose it yourself. ``deploy`` is the one-call version."""
-    from .server import _check_app_class
+    from .interop import app_class
 
     serve = _ray_serve()
-    adapted = _check_app_class(app_cls)
+    adapted = app_class(app_cls)
     options: dict[str, Any] = {
         "name": adapted.__name__,
         "ray_actor_options": {**resources_for(adapted), **(ray_actor_options or {})},
@@ -177,10 +179,10 @@ def deploy(
         deployment.client.call("/", {"prompt": "hi"})
         deployment.shutdown()
     """
-    from .server import _check_app_class
+    from .interop import app_class
 
     serve = _ray_serve()
-    adapted = _check_app_class(app_cls)
+    adapted = app_class(app_cls)
     owns = not _connect_and_check_serve()
     if owns:
         serve.start(http_options={"host": host, "port": port})

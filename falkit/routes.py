@@ -7,9 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeVar
 
+from .exceptions import AppDefinitionError
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 RouteKind = Literal["http", "websocket", "realtime"]
+#: Each kind's short label, as the card and ``falkit serve`` list routes.
+KIND_LABELS: dict[str, str] = {"http": "POST", "websocket": "WS", "realtime": "RT"}
 
 ROUTE_ATTR = "__falkit_route__"
 
@@ -40,14 +44,16 @@ class RouteSpec:
 
 def _tag(func: F, spec: RouteSpec) -> F:
     if getattr(func, ROUTE_ATTR, None) is not None:
-        raise ValueError(f"Can't set multiple routes for the same function: {func.__name__}")
+        raise AppDefinitionError(
+            f"Can't set multiple routes for the same function: {func.__name__}"
+        )
     setattr(func, ROUTE_ATTR, replace(spec, method=func.__name__))
     return func
 
 
 def _check_path(path: str) -> str:
     if not isinstance(path, str) or not path.startswith("/"):
-        raise ValueError(f"route path must be a string starting with '/', got {path!r}")
+        raise AppDefinitionError(f"route path must be a string starting with '/', got {path!r}")
     return path
 
 
@@ -79,9 +85,9 @@ def realtime(
     """Serve the decorated method over fal's realtime protocol (binary msgpack frames on
     a WebSocket at ``path``). The options mean what they mean in fal's SDK."""
     if max_batch_size < 1:
-        raise ValueError("max_batch_size must be at least 1")
+        raise AppDefinitionError("max_batch_size must be at least 1")
     if buffering is not None and buffering < 1:
-        raise ValueError("buffering must be None or at least 1")
+        raise AppDefinitionError("buffering must be None or at least 1")
     spec = RouteSpec(
         path=_check_path(path),
         kind="realtime",

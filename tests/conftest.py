@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 import falkit
-from falkit.server import Server
+from falkit.serving import Server
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 import falkit as fal
 from falkit import FalkitError
-from falkit._timing import parse
+from falkit.asgi.timing import parse
 
 
 class In(BaseModel):

@@ -20,9 +20,7 @@ from fastapi import WebSocket
 from pydantic import BaseModel
 
 import falkit as fal
-from falkit._proxy import browser_url, proxy_root_path
-from falkit.magics import card_html, card_rows
-from falkit.server import Server
+from falkit.serving import Server, browser_url, card_html, card_rows, proxy_root_path
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = "/user/test/"

@@ -11,7 +11,7 @@ import httpx
 from pydantic import BaseModel
 
 import falkit as fal
-from falkit._request import NO_REQUEST
+from falkit.app import NO_REQUEST
 
 
 class Ask(BaseModel):

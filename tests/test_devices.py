@@ -18,7 +18,7 @@ import pytest
 import falkit as fal
 from falkit import devices
 from falkit.devices import DeviceSpec, describe_device, gpus_wanted, pick_device
-from falkit.magics import card_text
+from falkit.serving import card_text
 
 
 @pytest.fixture(autouse=True)
@@ -122,7 +122,7 @@ sys.meta_path.insert(0, NoTorch())
 
 import json
 import falkit as fal
-from falkit.magics import card_text
+from falkit.serving import card_text
 
 class Plain(fal.App):
     def setup(self):
@@ -166,7 +166,7 @@ def test_serving_a_cpu_app_does_not_import_torch_even_when_installed():
         """
         import sys
         import falkit as fal
-        from falkit.magics import card_text
+        from falkit.serving import card_text
         class Plain(fal.App):
             @fal.endpoint("/")
             def run(self) -> dict:

@@ -20,7 +20,7 @@ from fastapi import WebSocket
 from pydantic import BaseModel
 
 import falkit
-from falkit.server import Server
+from falkit.serving import Server
 
 fal = pytest.importorskip("fal", reason="install the fal SDK: pip install 'falkit[fal]'")
 pytest.importorskip("starlette_exporter", reason="fal's own server needs starlette-exporter")

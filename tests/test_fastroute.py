@@ -1,4 +1,4 @@
-"""The short path for JSON-body endpoints (``falkit._fastroute``) answers exactly what
+"""The short path for JSON-body endpoints (``falkit.asgi.fastroute``) answers exactly what
 FastAPI's own handler answers: same status, same headers, same bytes, for good input, bad
 input and failing handlers. Each case goes through two builds of the same App, one with the
 short path and one without, and through a real server once to see it taken on the wire."""
@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, Field, field_validator
 
 import falkit as fal
-from falkit._fastroute import FastRoute
 from falkit.asgi import build_asgi
+from falkit.asgi.fastroute import FastRoute
 
 
 class Inner(BaseModel):

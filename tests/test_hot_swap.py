@@ -190,7 +190,7 @@ def test_requests_in_flight_finish_on_old_handlers(serve):
     server = serve(Slow)
     with ThreadPoolExecutor(4) as pool:
         in_flight = [pool.submit(call, server, "/") for _ in range(3)]
-        _wait_for(lambda: server._gen.active == 3)
+        _wait_for(lambda: server.generations.current.active == 3)
 
         class Slow(fal.App):
             @fal.endpoint("/")
@@ -336,7 +336,7 @@ def test_teardown_of_the_old_waits_for_its_requests(serve):
     server = serve(Wait)
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(call, server, "/")
-        _wait_for(lambda: server._gen.active == 1)
+        _wait_for(lambda: server.generations.current.active == 1)
         fal.serve(Wait, fresh=True)
         assert "retires when its 1 open connections end" in server.last_action
         assert TEARDOWNS == []

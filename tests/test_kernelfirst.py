@@ -1,4 +1,4 @@
-"""Cells first (``falkit._kernelfirst``), in a real kernel: serving tunes the kernel's GIL
+"""Cells first (``falkit.serving.kernel``), in a real kernel: serving tunes the kernel's GIL
 switch interval and collector threshold unless the user set them, marks the kernel busy
 exactly while ipykernel handles a message, and a cell that waits for its own server is not
 held up by it. Outside a kernel nothing changes."""
@@ -17,13 +17,13 @@ import pytest
 from jupyter_client.manager import start_new_kernel
 
 import falkit as fal
-from falkit import _kernelfirst
+from falkit.serving import kernel as _kernelfirst
 
 APP = textwrap.dedent(
     """
     import json, sys, gc
     import falkit as fal
-    from falkit import _kernelfirst as kf
+    from falkit.serving import kernel as kf
 
     class Probe(fal.App):
         @fal.endpoint("/")

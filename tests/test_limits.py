@@ -15,7 +15,8 @@ from _support import call
 from fastapi import FastAPI, WebSocket
 
 import falkit as fal
-from falkit.limits import LimitSpec, RequestLimiter
+from falkit.asgi.layout import FalURLLayout
+from falkit.asgi.limits import LimitSpec, RequestLimiter
 
 
 class Gauge:
@@ -95,7 +96,9 @@ def test_no_limit_set_means_unbounded_and_no_wrapper(serve):
             return {"ok": True}
 
     server = serve(Free)
-    assert isinstance(server._gen.asgi, FastAPI)  # nothing between uvicorn and the app
+    asgi = server.generations.current.asgi
+    assert isinstance(asgi, FastAPI)  # nothing between uvicorn and the app...
+    assert not any(m.cls is RequestLimiter for m in asgi.user_middleware)  # ...no limiter
     responses = _post_all(server.url, "/", 8)
     assert all(r.status_code == 200 for r in responses)
     assert gauge.most == 8
@@ -230,8 +233,15 @@ def test_limit_spec_from_options():
 def test_limiter_is_plain_asgi():
     # Usable around any ASGI app (the CLI and Ray Serve serve build_asgi's output too).
     app = FastAPI()
-    limiter = RequestLimiter(app, LimitSpec(1, 1.0), {"/"}, "x")
+    limiter = RequestLimiter(app, LimitSpec(1, 1.0), {"/"})
     assert limiter._limited({"type": "http", "path": "/"})
-    assert limiter._limited({"type": "http", "path": "/owner/x/"})
+    # fal's URL layout is taken off once, above the limiter (falkit.asgi.layout).
+    seen: list[bool] = []
+
+    async def inner(scope, receive, send) -> None:
+        seen.append(limiter._limited(scope))
+
+    asyncio.run(FalURLLayout(inner, "x")({"type": "http", "path": "/owner/x/"}, None, None))
+    assert seen == [True]
     assert not limiter._limited({"type": "http", "path": "/health"})
     assert not limiter._limited({"type": "lifespan"})

@@ -588,7 +588,7 @@ def test_falkit_playground_is_lazy_and_callable(serve):
 
 
 def test_serve_card_keeps_the_text_and_html_card_and_opens_the_playground(serve):
-    from falkit.magics import card_html, card_text
+    from falkit.serving import card_html, card_text
 
     server = serve(PlayApp)
     card = serve_card(server)

@@ -13,7 +13,7 @@ from websockets.sync.client import connect
 import falkit
 import falkit as fal
 from falkit import RemoteError, ServerError
-from falkit.security import SecuritySpec
+from falkit.asgi import SecuritySpec
 
 
 class Input(BaseModel):

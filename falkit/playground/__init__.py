@@ -10,9 +10,10 @@ import sys
 import types
 from typing import Any
 
-from .._proxy import browser_url
+from ..exceptions import FormError
+from ..serving import browser_url
 from .card import ServeCard, serve_card
-from .form import FormError, SchemaForm
+from .form import SchemaForm
 from .http_console import HttpConsole
 from .realtime_console import RealtimeConsole
 from .widget import Playground, playground

@@ -9,7 +9,7 @@ from typing import Any
 
 import ipywidgets as W
 
-from ..magics import card_html, card_text
+from ..serving import card_html, card_text
 
 
 class ServeCard(W.VBox):

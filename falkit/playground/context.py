@@ -7,8 +7,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._proxy import browser_url
 from ..client import Client
+from ..serving import browser_url
 from .schema import JSON, components_of, model_schemas, route_schemas
 
 

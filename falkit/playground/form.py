@@ -11,14 +11,11 @@ from typing import Any
 
 import ipywidgets as W
 
+from ..exceptions import FormError
 from .schema import JSON, nullable_inner, resolve, type_label
 
 _WIDE = W.Layout(width="420px")
 _STYLE = {"description_width": "140px"}
-
-
-class FormError(ValueError):
-    """The form holds something that cannot be sent (a JSON editor with bad JSON)."""
 
 
 def _bounds(schema: JSON, step: float) -> tuple[float | None, float | None]:

@@ -13,12 +13,12 @@ from typing import Any
 import httpx
 import ipywidgets as W
 
-from ..client import _payload, _raise_for_status, _SSEParser
-from ..exceptions import RemoteError
+from ..client import SSEParser, json_payload, raise_for_status
+from ..exceptions import FormError, RemoteError
 from . import render, snippets
-from ._tasks import Task
 from .context import Context
-from .form import FormError, SchemaForm
+from .form import SchemaForm
+from .tasks import Task
 
 #: How many of a stream's newest events the console shows (all are counted).
 MAX_EVENTS = 50
@@ -82,11 +82,11 @@ class HttpConsole:
         since = time.time()
         began = time.perf_counter()
         try:
-            with self._http().stream("POST", self.spec.path, json=_payload(body)) as response:
+            with self._http().stream("POST", self.spec.path, json=json_payload(body)) as response:
                 self._response = response
                 if not response.is_success:
                     response.read()
-                    _raise_for_status(response)
+                    raise_for_status(response)
                 kind = response.headers.get("content-type", "").partition(";")[0].strip()
                 if kind == "text/event-stream":
                     self._show_events(task, response, began)
@@ -112,7 +112,7 @@ class HttpConsole:
     def _show_events(self, task: Task, response: Any, began: float) -> None:
         """Server-sent events as they arrive: the count and time so far, and the newest
         ``MAX_EVENTS`` (images shown as images)."""
-        parser, events = _SSEParser(), []
+        parser, events = SSEParser(), []
 
         def show(done: bool) -> None:
             took = time.perf_counter() - began

@@ -13,12 +13,13 @@ from typing import Any
 
 import ipywidgets as W
 
-from ..exceptions import RealtimeError
+from ..exceptions import FormError, RealtimeError
+from ..serving import percentile
 from . import render, snippets
-from ._tasks import Task
 from .context import Context
-from .form import FormError, SchemaForm
+from .form import SchemaForm
 from .message_log import MessageLog
+from .tasks import Task
 
 _RECV_POLL_S = 0.2
 _BURST_IDLE_S = 5.0  # a burst gives up after this long without a new output
@@ -37,11 +38,6 @@ def sparkline(values: list[float], width: int = 240, height: int = 36) -> str:
         f"<svg width='{width}' height='{height}' style='vertical-align:middle'>"
         f"<polyline fill='none' stroke='#0969da' stroke-width='1.5' points='{points}'/></svg>"
     )
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 class RealtimeConsole:
@@ -171,9 +167,11 @@ class RealtimeConsole:
         values = list(self.latencies_ms)
         if not values:
             return
+        ordered = sorted(values)
+        p50, p99 = (percentile(ordered, q) or 0.0 for q in (0.5, 0.99))
         self.stats.value = (
             f"{self.received} results · last {values[-1]:.1f} ms · "
-            f"p50 {percentile(values, 0.5):.1f} ms · p99 {percentile(values, 0.99):.1f} ms "
+            f"p50 {p50:.1f} ms · p99 {p99:.1f} ms "
             + sparkline(values[-60:])
         )
 

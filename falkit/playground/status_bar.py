@@ -8,7 +8,7 @@ from typing import Any
 
 import ipywidgets as W
 
-from .._proxy import browser_url
+from ..serving import browser_url
 
 
 def _ms(value: float | None) -> str:

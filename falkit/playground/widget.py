@@ -10,14 +10,14 @@ from typing import Any
 
 import ipywidgets as W
 
-from ..server import _started_listeners
-from ._tasks import Task
+from ..serving import on_serve
 from .context import Context
 from .http_console import HttpConsole
 from .logs_panel import LogsPanel
 from .realtime_console import RealtimeConsole
 from .routes_view import RoutesView
 from .status_bar import StatusBar
+from .tasks import Task
 from .ws_console import WebSocketConsole
 
 POLL_SECONDS = 0.25
@@ -174,4 +174,4 @@ def _follow(server: Any) -> None:
         widget.follow(server)
 
 
-_started_listeners.append(_follow)
+on_serve(_follow)

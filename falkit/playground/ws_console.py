@@ -10,9 +10,9 @@ from typing import Any
 
 import ipywidgets as W
 
-from ._tasks import Task
 from .context import Context
 from .message_log import MessageLog
+from .tasks import Task
 
 _RECV_POLL_S = 0.2  # how often the reader checks whether it should stop
 

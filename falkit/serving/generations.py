@@ -1,10 +1,10 @@
-"""The *generations* of a server's App: each instance served is one. ``Generations`` is
-``Server``'s half that makes, swaps, restarts and retires them (see ``falkit.server``'s
-docstring for the decisions): requests and sessions keep the generation they started on
-until they end, and a replaced instance is torn down once nothing uses it any more.
+"""The *generations* of a server's App: each instance served is one. ``Generations`` makes,
+swaps, restarts and retires them for its ``Server`` (see ``falkit.serving.server`` for the
+decisions): requests and sessions keep the generation they started on until they end, and a
+replaced instance is torn down once nothing uses it any more.
 
-Kept apart from ``server.py`` (the thread, uvicorn, dispatch and the registry); the mixin
-works on the ``Server`` attributes declared below.
+A component the server holds: it is given what it needs (how to build a generation's
+stack, the server's loop once it runs, what to do when the app is lost) and owns the rest.
 """
 
 from __future__ import annotations
@@ -15,16 +15,15 @@ import contextlib
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ._logs import LogRing, current_ring
-from ._proxy import proxy_root_path
-from ._startup import StartupProgress
-from .app import App
-from .asgi import build_asgi, call_hook
-from .devices import free_memory, gpus_wanted, pick_device
-from .exceptions import AppDefinitionError, ServerNotRunning, SetupError
-from .limits import LimitSpec, limit_requests
+from ..app import App
+from ..asgi import LimitSpec, call_hook
+from ..devices import free_memory, gpus_wanted, pick_device
+from ..exceptions import ServerNotRunning, SetupError
+from .logs import LogRing, current_ring
+from .startup import StartupProgress
 
 if TYPE_CHECKING:
     from starlette.types import Receive, Scope, Send
@@ -35,24 +34,17 @@ RETIRE_WAIT_S = 2.0  # how long a restarting cell waits for the old instance's t
 OOM_DRAIN_S = 30.0  # how long requests on the old instance may finish before it must go
 
 
-def _check_options(app_cls: type[App]) -> LimitSpec:
-    try:
-        return LimitSpec.of(app_cls)
-    except ValueError as exc:
-        raise AppDefinitionError(f"{app_cls.__name__}: {exc}") from None
-
-
-def _resolve_device(app_cls: type[App]) -> str | None:
+def resolve_device(app_cls: type[App]) -> str | None:
     # An App asking for a GPU learns in the serving cell whether it gets one (torch is
     # imported for that); other Apps pick their device lazily, on ``self.device``.
     return pick_device(app_cls) if gpus_wanted(app_cls) else None
 
 
-def _setup_failed(app_cls: type[App], exc: BaseException) -> SetupError:
+def setup_failed(app_cls: type[App], exc: BaseException) -> SetupError:
     return SetupError(f"{app_cls.__name__}.setup() failed: {exc!r}")
 
 
-def _startup_timeout(app_cls: type[App], elapsed: float) -> SetupError:
+def startup_timeout_error(app_cls: type[App], elapsed: float) -> SetupError:
     # fal's words for it: error_type "startup_timeout", "The runner did not start within
     # the allowed time", status 504 to the requests that waited for it.
     return SetupError(
@@ -62,7 +54,7 @@ def _startup_timeout(app_cls: type[App], elapsed: float) -> SetupError:
     )
 
 
-def _forget_handlers() -> None:
+def forget_handlers() -> None:
     # FastAPI (0.12x+) memoises "is this callable a coroutine/generator" in module-level
     # LRU caches keyed by the callable: our bound methods, so the App instance and its
     # models stayed alive there after a stop. Measured with a weakref (tests/test_devices).
@@ -82,8 +74,8 @@ class _Hold:
     """The ASGI app served while a new instance is set up with no old one serving: each
     request waits, then goes to the new instance (or gets a 503 if its setup failed)."""
 
-    def __init__(self, server: Generations) -> None:
-        self._server = server
+    def __init__(self, generations: Generations) -> None:
+        self._generations = generations
         self._ready = asyncio.Event()
 
     def release(self) -> None:
@@ -91,7 +83,7 @@ class _Hold:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._ready.wait()
-        gen = self._server._gen
+        gen = self._generations.current
         if gen is None or gen.asgi is self:
             from starlette.responses import JSONResponse
 
@@ -129,24 +121,52 @@ class _Generation:
 
 
 class Generations:
-    """Making, swapping, restarting and retiring App instances, for ``Server``."""
+    """Making, swapping, restarting and retiring the App instances of one server.
 
-    # What ``Server`` provides.
-    app_cls: type[App]
-    ring: LogRing
-    port: int
-    ws_max_size: int
-    setup_seconds: float | None
-    last_action: str
-    _gen: _Generation | None
-    _retiring: set[_Generation]
-    _retire_tasks: set[asyncio.Task[None]]
-    _device: str | None
-    _loop: asyncio.AbstractEventLoop | None
-    # ... and its ``app_name``, ``running``, ``_instance`` and ``stop()``.
+    ``build(instance, limits)`` makes a generation's ASGI stack; ``running()`` says whether
+    the server still serves; ``lost()`` stops it when no instance is left to serve."""
 
-    async def _prepare(self, app_cls: type[App], device: str | None) -> _Generation:
-        """A generation of ``app_cls`` with ``setup()`` run; runs on this server's loop, and
+    def __init__(
+        self,
+        app_cls: type[App],
+        limits: LimitSpec,
+        *,
+        ring: LogRing,
+        build: Callable[[App, LimitSpec], Any],
+        running: Callable[[], bool],
+        lost: Callable[[], None],
+    ) -> None:
+        self.app_cls = app_cls
+        self.limits = limits
+        self.ring = ring
+        self.current: _Generation | None = None
+        self.device: str | None = None
+        self.setup_seconds: float | None = None
+        self.last_action = ""
+        self.loop: asyncio.AbstractEventLoop | None = None  # the server's, once it runs
+        self._build = build
+        self._running = running
+        self._lost = lost
+        self._retiring: set[_Generation] = set()  # replaced, awaiting teardown
+        self._retire_tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def name(self) -> str:
+        return self.app_cls.app_name
+
+    @property
+    def instance(self) -> App | None:
+        gen = self.current
+        return gen.instance if gen is not None else None
+
+    async def prepare_first(self) -> None:
+        """Set up the first generation (on the server's loop, before uvicorn starts)."""
+        self.current = await self._prepare(self.app_cls, self.limits, self.device)
+
+    async def _prepare(
+        self, app_cls: type[App], limits: LimitSpec, device: str | None
+    ) -> _Generation:
+        """A generation of ``app_cls`` with ``setup()`` run; runs on the server's loop, and
         the server keeps serving its current generation meanwhile."""
         current_ring.set(self.ring)
         instance = app_cls()
@@ -155,18 +175,10 @@ class Generations:
         began = time.perf_counter()
         await call_hook(instance.setup)
         self.setup_seconds = time.perf_counter() - began
-        return self._generation(instance)
+        return self._generation(instance, limits)
 
-    def _generation(self, instance: App) -> _Generation:
-        cls = type(instance)
-        app = build_asgi(instance, lifespan=False)
-        app.state.ws_max_size = self.ws_max_size
-        # Behind JupyterHub/Binder the browser reaches this port under /proxy/PORT/: /docs
-        # must load openapi.json from there (an attribute, not the deprecated keyword).
-        app.root_path = proxy_root_path(self.port)
-        limits = _check_options(cls)
-        paths = {spec.path for spec in cls.routes()}
-        return _Generation(instance, limit_requests(app, limits, paths, cls.app_name), limits)
+    def _generation(self, instance: App, limits: LimitSpec) -> _Generation:
+        return _Generation(instance, self._build(instance, limits), limits)
 
     async def _teardown(self, instance: App | None) -> None:
         if instance is None:
@@ -178,67 +190,84 @@ class Generations:
                 "%s.teardown() failed", type(instance).__name__
             )
 
-    async def _teardown_all(self) -> None:
+    async def teardown_all(self) -> None:
+        """Tear down every instance (the server is stopping), the retiring ones too."""
         for task in list(self._retire_tasks):
             task.cancel()
         await asyncio.gather(*self._retire_tasks, return_exceptions=True)
-        for gen in [*self._retiring, self._gen]:
+        for gen in [*self._retiring, self.current]:
             if gen is not None:
                 await self._teardown(gen.instance)
 
+    def drop_all(self) -> None:
+        """Forget every instance (the server stopped): their models can be freed."""
+        for gen in [self.current, *self._retiring]:
+            if gen is not None:
+                gen.drop()
+        self.current = None
+        self._retiring.clear()
+        forget_handlers()
+        free_memory()
+
     # -- hot swap and restart ------------------------------------------------------------
 
-    def _swap(self, app_cls: type[App]) -> None:
+    def swap(self, app_cls: type[App], limits: LimitSpec) -> None:
         """Serve ``app_cls``'s handlers from now on, on the running instance's state:
         ``setup()`` does not run again. In-flight requests and open sessions finish on the
         handlers they started on."""
         began = time.perf_counter()
-        old = self._instance
+        old = self.instance
         new = app_cls()
         if old is not None:
             new.__dict__.update(old.__dict__)
-        gen = self._generation(new)
-        self.app_cls = app_cls
-        self._gen = gen
+        gen = self._generation(new, limits)
+        self.app_cls, self.limits = app_cls, limits
+        self.current = gen
         self.last_action = f"swapped in {(time.perf_counter() - began) * 1000:.0f} ms (setup kept)"
         # The replaced instance must not outlive its requests: it holds the state as it was
         # (a model the new handlers later replace would stay alive through it).
-        _forget_handlers()
+        forget_handlers()
 
-    def _restart(self, app_cls: type[App], reason: str) -> None:
+    def restart(self, app_cls: type[App], limits: LimitSpec, reason: str) -> None:
         """Set up a new instance of ``app_cls`` while the current one keeps serving, then
         switch to it (no downtime, same port); the old instance is torn down once the
         requests and sessions it serves have ended. A failed or too slow ``setup()``
         raises and leaves the current instance serving."""
-        device = _resolve_device(app_cls)
+        device = resolve_device(app_cls)
         progress = StartupProgress(app_cls.__name__, self.ring)
-        old = self._gen
+        old = self.current
         try:
-            gen = self._set_up(app_cls, device, progress)
+            gen = self._set_up(app_cls, limits, device, progress)
         except SetupError as exc:
             if not _out_of_memory(exc.__cause__):
                 progress.close(f"failed after {progress.elapsed:.1f} s; the old one serves on")
                 raise
-            gen = self._set_up_instead_of_old(app_cls, device, progress)
+            gen = self._set_up_instead_of_old(app_cls, limits, device, progress)
             old = None  # already torn down
             reason += "; old instance torn down first (not enough memory for both)"
         except BaseException:
             progress.close(f"failed after {progress.elapsed:.1f} s; the old one serves on")
             raise
         progress.close(f"ready after {progress.elapsed:.1f} s")
-        self._device = device
-        self.app_cls = app_cls
-        self._gen = gen
+        self.device = device
+        self.app_cls, self.limits = app_cls, limits
+        self.current = gen
         self.last_action = f"restarted: {reason}"
         if old is not None:
             self._retire(old)
 
     def _set_up(
-        self, app_cls: type[App], device: str | None, progress: StartupProgress
+        self,
+        app_cls: type[App],
+        limits: LimitSpec,
+        device: str | None,
+        progress: StartupProgress,
     ) -> _Generation:
-        if self._loop is None or not self.running:
-            raise ServerNotRunning(f"{self.app_name} is not running")
-        future = asyncio.run_coroutine_threadsafe(self._prepare(app_cls, device), self._loop)
+        if self.loop is None or not self._running():
+            raise ServerNotRunning(f"{self.name} is not running")
+        future = asyncio.run_coroutine_threadsafe(
+            self._prepare(app_cls, limits, device), self.loop
+        )
         try:
             return self._await_prepared(future, app_cls, progress)
         except BaseException:
@@ -246,32 +275,36 @@ class Generations:
             raise
 
     def _set_up_instead_of_old(
-        self, app_cls: type[App], device: str | None, progress: StartupProgress
+        self,
+        app_cls: type[App],
+        limits: LimitSpec,
+        device: str | None,
+        progress: StartupProgress,
     ) -> _Generation:
         """The restart for a model that does not fit twice (its setup ran out of memory next
         to the old one): requests are held, as fal's queue holds them while a runner
         starts; the old instance is torn down and freed, then setup runs again."""
-        assert self._loop is not None
+        assert self.loop is not None
         logger.warning(
             "falkit: %s.setup() ran out of memory next to the running instance: tearing "
             "that one down first; requests wait meanwhile",
             app_cls.__name__,
         )
-        old, hold = self._gen, _Hold(self)
-        self._gen = _Generation(None, hold, LimitSpec())
+        old, hold = self.current, _Hold(self)
+        self.current = _Generation(None, hold, LimitSpec())
         if old is not None:
             self._retire(old, wait=OOM_DRAIN_S)
         try:
-            gen = self._set_up(app_cls, device, progress)
+            gen = self._set_up(app_cls, limits, device, progress)
         except BaseException as exc:
-            self._loop.call_soon_threadsafe(hold.release)
-            self.stop()
+            self.loop.call_soon_threadsafe(hold.release)
+            self._lost()
             raise SetupError(
                 f"{app_cls.__name__}.setup() failed after the old instance was torn down to "
                 f"make room ({exc}); the server is stopped: fix setup() and serve again"
             ) from exc
-        self._gen = gen
-        self._loop.call_soon_threadsafe(hold.release)
+        self.current = gen
+        self.loop.call_soon_threadsafe(hold.release)
         return gen
 
     def _await_prepared(
@@ -288,18 +321,18 @@ class Generations:
                 pass
             except concurrent.futures.CancelledError:
                 raise SetupError(
-                    f"{self.app_name} stopped while {app_cls.__name__} was starting"
+                    f"{self.name} stopped while {app_cls.__name__} was starting"
                 ) from None
             except Exception as exc:
-                raise _setup_failed(app_cls, exc) from exc
+                raise setup_failed(app_cls, exc) from exc
             if deadline is not None and progress.elapsed > deadline:
-                raise _startup_timeout(app_cls, progress.elapsed)
+                raise startup_timeout_error(app_cls, progress.elapsed)
             progress.tick()
 
     def _retire(self, old: _Generation, wait: float = RETIRE_WAIT_S) -> None:
-        assert self._loop is not None
+        assert self.loop is not None
         self._retiring.add(old)
-        future = asyncio.run_coroutine_threadsafe(self._retire_when_idle(old), self._loop)
+        future = asyncio.run_coroutine_threadsafe(self._retire_when_idle(old), self.loop)
         # Usually nothing is in flight and teardown is quick: waiting a moment lets the cell
         # return with the old model gone. Open sessions are not waited for.
         with contextlib.suppress(concurrent.futures.TimeoutError):
@@ -320,7 +353,7 @@ class Generations:
             gen.drop()
             await self._teardown(instance)
             del instance
-            _forget_handlers()
+            forget_handlers()
             free_memory()
         finally:
             self._retire_tasks.discard(task)

@@ -16,12 +16,13 @@ Hot path: with no key and no allow-list, a request costs one scan of its header 
 from __future__ import annotations
 
 import hmac
-import json
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+from .messages import replay, send_json
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -90,6 +91,11 @@ class SecuritySpec:
             raise ValueError(f"max_body_size must be a positive int or None, got {max_body_size!r}")
         return cls(key, origins, max_body_size)
 
+    @property
+    def active(self) -> bool:
+        """False when there is nothing to check (no key, no list, no body limit)."""
+        return self != SecuritySpec(max_body_size=None)
+
     def allows(self, origin: str) -> bool:
         return "*" in self.cors_origins or origin.rstrip("/") in self.cors_origins
 
@@ -104,13 +110,6 @@ def _origin(value: str) -> str:
             "'http://localhost:3000' (scheme and host, no path), or be '*'"
         )
     return f"{parts.scheme}://{parts.netloc}"
-
-
-def guard(app: ASGIApp, spec: SecuritySpec) -> ASGIApp:
-    """``app`` behind ``spec``'s checks (``app`` itself when there is nothing to check)."""
-    if spec == SecuritySpec(max_body_size=None):
-        return app
-    return Guard(app, spec)
 
 
 class _Headers:
@@ -268,18 +267,6 @@ def _too_large(size: int, limit: int, *, at_least: bool = False) -> str:
     )
 
 
-def replay(messages: list[Message], then: Receive) -> Receive:
-    """A receive channel that gives ``messages`` (already read) first, then ``then``'s."""
-    pending = list(messages)
-
-    async def receive() -> Message:
-        # After the buffered body, the real channel: a streaming response listens on it for
-        # the client's disconnect.
-        return pending.pop(0) if pending else await then()
-
-    return receive
-
-
 def _with_cors(send: Send, origin: str) -> Send:
     value = origin.encode("latin-1")
 
@@ -297,12 +284,5 @@ def _with_cors(send: Send, origin: str) -> Send:
 
 
 async def _reply(send: Send, status: int, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    headers: list[Any] = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-    ]
-    if status == 401:
-        headers.append((b"www-authenticate", b"Key"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    headers = [(b"www-authenticate", b"Key")] if status == 401 else []
+    await send_json(send, status, {"detail": detail}, headers)

@@ -3,98 +3,23 @@ Tests, widgets and users all go through these."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ._realtime_client import (
+from .core import (
     WS_OPTIONS,
-    AsyncRealtimeSession,
+    BaseClient,
     Decoder,
     Encoder,
-    RealtimeSession,
+    SSEParser,
+    raise_for_status,
+    transport_errors,
 )
-from .exceptions import ConnectionLost, RemoteError
-
-if TYPE_CHECKING:
-    # Imported where a client is made: with click and rich installed (jupyter brings
-    # them), ``import httpx`` loads its CLI too, ~0.4 s of ``import falkit`` (-X importtime).
-    import httpx
-
-__all__ = ["AsyncClient", "AsyncRealtimeSession", "Client", "RealtimeSession"]
+from .realtime import AsyncRealtimeSession, RealtimeSession
 
 
-def _ws_url(base: str, path: str) -> str:
-    return "ws" + base[len("http") :] + path if base.startswith("http") else base + path
-
-
-def _realtime_url(url: str, max_buffering: int | None) -> str:
-    if max_buffering is None:
-        return url
-    if not 1 <= max_buffering <= 60:
-        raise ValueError("max_buffering must be between 1 and 60, as fal's clients require")
-    return f"{url}?max_buffering={max_buffering}"
-
-
-def _payload(data: Any) -> Any:
-    if hasattr(data, "model_dump"):
-        return data.model_dump(mode="json")
-    return data
-
-
-@contextmanager
-def _transport_errors(url: str) -> Iterator[None]:
-    """httpx's transport errors as falkit's ``ConnectionLost`` (translated here only)."""
-    import httpx
-
-    try:
-        yield
-    except httpx.TransportError as exc:
-        raise ConnectionLost(
-            f"no complete answer from {url}: {exc or type(exc).__name__} (is the server running?)"
-        ) from exc
-
-
-def _raise_for_status(response: httpx.Response) -> None:
-    if response.is_success:
-        return
-    try:
-        detail = response.json().get("detail", response.text)
-    except (ValueError, AttributeError):
-        detail = response.text
-    raise RemoteError(
-        response.status_code,
-        detail,
-        url=str(response.url),
-        request_id=response.headers.get("x-fal-request-id"),
-    )
-
-
-class _SSEParser:
-    """Server-sent events, line by line: ``data:`` lines up to a blank line make one event,
-    decoded as JSON when it is JSON (as fal_client's ``stream`` yields them)."""
-
-    def __init__(self) -> None:
-        self._data: list[str] = []
-
-    def feed(self, line: str) -> list[Any]:
-        if line.startswith("data:"):
-            self._data.append(line[5:].lstrip())
-            return []
-        return self.flush() if not line else []
-
-    def flush(self) -> list[Any]:
-        if not self._data:
-            return []
-        text, self._data = "\n".join(self._data), []
-        try:
-            return [json.loads(text)]
-        except ValueError:
-            return [text]
-
-
-class Client:
+class Client(BaseClient):
     """A blocking client: ``call``, ``stream``, ``websocket`` and ``realtime``.
 
     Example::
@@ -104,9 +29,7 @@ class Client:
     """
 
     def __init__(self, url: str, *, timeout: float = 60.0, headers: dict[str, str] | None = None):
-        self.url = url.rstrip("/")
-        self.timeout = timeout
-        self.headers = dict(headers or {})
+        super().__init__(url, timeout=timeout, headers=headers)
         import httpx
 
         self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=self.headers)
@@ -114,29 +37,27 @@ class Client:
     def call(self, path: str, data: Any = None) -> Any:
         """POST ``data`` as JSON to ``path`` and return the decoded JSON answer; a non-2xx
         answer raises ``RemoteError`` with its status and detail."""
-        with _transport_errors(self.url):
-            response = self._http.post(path, json=_payload(data if data is not None else {}))
-        _raise_for_status(response)
-        return response.json()
+        with transport_errors(self.url):
+            response = self._http.post(path, json=self._body(data))
+        return self._answer(response)
 
     def get(self, path: str) -> Any:
         """GET ``path`` (``/health``, ``/openapi.json``) and return the decoded JSON."""
-        with _transport_errors(self.url):
+        with transport_errors(self.url):
             response = self._http.get(path)
-        _raise_for_status(response)
-        return response.json()
+        return self._answer(response)
 
     def stream(self, path: str, data: Any = None) -> Iterator[Any]:
         """POST to a streaming endpoint and yield its server-sent events, decoded; a stream
         cut before its end raises ``ConnectionLost``."""
         with (
-            _transport_errors(self.url),
-            self._http.stream("POST", path, json=_payload(data or {})) as response,
+            transport_errors(self.url),
+            self._http.stream("POST", path, json=self._body(data)) as response,
         ):
             if not response.is_success:
                 response.read()
-                _raise_for_status(response)
-            parser = _SSEParser()
+                raise_for_status(response)
+            parser = SSEParser()
             for line in response.iter_lines():
                 yield from parser.feed(line)
             yield from parser.flush()
@@ -147,7 +68,7 @@ class Client:
         from websockets.sync.client import connect
 
         with connect(
-            _ws_url(self.url, path), additional_headers=self.headers, open_timeout=self.timeout
+            self._ws_url(path), additional_headers=self.headers, open_timeout=self.timeout
         ) as ws:
             yield ws
 
@@ -178,7 +99,7 @@ class Client:
         """
         from websockets.sync.client import connect
 
-        url = _realtime_url(_ws_url(self.url, path), max_buffering)
+        url = self._realtime_url(path, max_buffering)
         with connect(
             url, additional_headers=self.headers, open_timeout=self.timeout, **WS_OPTIONS
         ) as ws:
@@ -204,40 +125,36 @@ class Client:
         self.close()
 
 
-class AsyncClient:
+class AsyncClient(BaseClient):
     """The asyncio twin of ``Client`` (same methods, awaitable)."""
 
     def __init__(self, url: str, *, timeout: float = 60.0, headers: dict[str, str] | None = None):
-        self.url = url.rstrip("/")
-        self.timeout = timeout
-        self.headers = dict(headers or {})
+        super().__init__(url, timeout=timeout, headers=headers)
         import httpx
 
         self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout, headers=self.headers)
 
     async def call(self, path: str, data: Any = None) -> Any:
-        with _transport_errors(self.url):
-            response = await self._http.post(path, json=_payload(data if data is not None else {}))
-        _raise_for_status(response)
-        return response.json()
+        with transport_errors(self.url):
+            response = await self._http.post(path, json=self._body(data))
+        return self._answer(response)
 
     async def get(self, path: str) -> Any:
-        with _transport_errors(self.url):
+        with transport_errors(self.url):
             response = await self._http.get(path)
-        _raise_for_status(response)
-        return response.json()
+        return self._answer(response)
 
     async def stream(self, path: str, data: Any = None) -> AsyncIterator[Any]:
-        with _transport_errors(self.url):
+        with transport_errors(self.url):
             async for event in self._stream(path, data):
                 yield event
 
     async def _stream(self, path: str, data: Any) -> AsyncIterator[Any]:
-        async with self._http.stream("POST", path, json=_payload(data or {})) as response:
+        async with self._http.stream("POST", path, json=self._body(data)) as response:
             if not response.is_success:
                 await response.aread()
-                _raise_for_status(response)
-            parser = _SSEParser()
+                raise_for_status(response)
+            parser = SSEParser()
             async for line in response.aiter_lines():
                 for event in parser.feed(line):
                     yield event
@@ -249,7 +166,7 @@ class AsyncClient:
         from websockets.asyncio.client import connect
 
         async with connect(
-            _ws_url(self.url, path), additional_headers=self.headers, open_timeout=self.timeout
+            self._ws_url(path), additional_headers=self.headers, open_timeout=self.timeout
         ) as ws:
             yield ws
 
@@ -266,7 +183,7 @@ class AsyncClient:
         """The asyncio twin of ``Client.realtime`` (same options)."""
         from websockets.asyncio.client import connect
 
-        url = _realtime_url(_ws_url(self.url, path), max_buffering)
+        url = self._realtime_url(path, max_buffering)
         async with connect(
             url, additional_headers=self.headers, open_timeout=self.timeout, **WS_OPTIONS
         ) as ws:

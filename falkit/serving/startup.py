@@ -2,7 +2,7 @@
 setup prints or logs.
 
 Setup runs on the server's thread, so its prints land in the server's log ring like any
-handler's (see ``_logs``). While the cell that started the server waits, it echoes those
+handler's (see ``logs``). While the cell that started the server waits, it echoes those
 new ring lines into itself, so a slow model load is visible where the user is looking; the
 lines stay in the ring too. A ``tqdm.auto`` bar needs nothing from here: in a kernel it is
 a widget, and ipykernel sends displays made on other threads to the cell that is running.
@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any
 
-from ._logs import LogRing
+from .logs import LogRing
 
 # Fast setups show no progress line at all. Measured: a trivial App takes up to ~1 s to
 # start on a loaded 2-core machine, and a line that comes and goes with load makes

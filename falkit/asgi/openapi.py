@@ -8,12 +8,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .routes import RouteSpec
+from ..routes import RouteSpec
+from .realtime import input_model as realtime_input_model
+from .realtime import output_model, realtime_mode
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from .app import App
+    from ..app import App
 
 
 def _lenient_generator() -> type:
@@ -42,9 +44,6 @@ def _model_schema(schemas: dict[str, Any], model: Any) -> str | None:
 def _models(handler: Callable[..., Any], spec: RouteSpec) -> tuple[Any, Any]:
     if spec.kind != "realtime":
         return None, None
-    from .realtime import input_model as realtime_input_model
-    from .realtime import output_model
-
     return realtime_input_model(handler, spec), output_model(handler, spec)
 
 
@@ -60,8 +59,6 @@ def protocol_operation(handler: Callable[..., Any], spec: RouteSpec) -> dict[str
         },
     }
     if spec.kind == "realtime":
-        from .realtime import realtime_mode
-
         operation["contentType"] = spec.content_type
         operation["realtimeMode"] = realtime_mode(handler)
     return operation

@@ -14,11 +14,12 @@ once, in the background, through the app's ASGI stack; results are kept for the 
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from .messages import read_body, send_bytes, send_json
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -43,27 +44,32 @@ class _Request:
         return self.task is not None and self.task.done()
 
 
+class QueuedRequests(OrderedDict[str, _Request]):
+    """The queued requests of one server, oldest first (the last ``MAX_KEPT`` are kept)."""
+
+
 class FalGateway:
     """ASGI middleware answering ``/.fal/...``; everything else goes to ``app``."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, requests: QueuedRequests | None = None) -> None:
         self.app = app
-        self.requests: OrderedDict[str, _Request] = OrderedDict()
+        # A server passes its own: queued requests outlive a hot swap's new stack.
+        self.requests = requests if requests is not None else QueuedRequests()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
         if scope["type"] != "http" or not path.startswith(PREFIX + "/"):
             await self.app(scope, receive, send)
         elif path.rstrip("/") == TOKENS and scope["method"] == "POST":
-            await _json(send, 200, "falkit-local-token")
+            await send_json(send, 200, "falkit-local-token")
         elif path.startswith(QUEUE):
             await self._queue(scope, receive, send, path[len(QUEUE) :].strip("/").split("/"))
         else:
-            await _json(send, 404, {"detail": f"Path {path} not found"})
+            await send_json(send, 404, {"detail": f"Path {path} not found"})
 
     async def _queue(self, scope: Scope, receive: Receive, send: Send, parts: list[str]) -> None:
         if len(parts) < 2:
-            await _json(send, 404, {"detail": "expected /.fal/queue/<owner>/<app>/..."})
+            await send_json(send, 404, {"detail": "expected /.fal/queue/<owner>/<app>/..."})
             return
         base = f"{_origin(scope)}{QUEUE}{parts[0]}/{parts[1]}/requests"
         rest = parts[2:]
@@ -72,17 +78,17 @@ class FalGateway:
         elif scope["method"] == "POST":
             await self._submit(scope, receive, send, base, "/" + "/".join(rest))
         else:
-            await _json(send, 405, {"detail": "Method Not Allowed"})
+            await send_json(send, 405, {"detail": "Method Not Allowed"})
 
     async def _submit(self, scope: Scope, receive: Receive, send: Send, base: str, path: str):
-        body = await _read_body(receive)
+        body, _ = await read_body(receive)
         request_id = str(uuid.uuid4())
         entry = _Request()
         entry.task = asyncio.create_task(self._run(entry, scope, path, body))
         self.requests[request_id] = entry
         while len(self.requests) > MAX_KEPT:
             self.requests.popitem(last=False)
-        await _json(send, 200, _urls(base, request_id) | {"status": "IN_QUEUE"})
+        await send_json(send, 200, _urls(base, request_id) | {"status": "IN_QUEUE"})
 
     async def _run(self, entry: _Request, scope: Scope, path: str, body: bytes) -> None:
         inner = dict(scope, path=path, raw_path=path.encode(), query_string=b"")
@@ -112,19 +118,19 @@ class FalGateway:
     async def _lookup(self, send: Send, method: str, base: str, rid: str, tail: list[str]):
         entry = self.requests.get(rid)
         if entry is None:
-            await _json(send, 404, {"detail": f"Request {rid} not found"})
+            await send_json(send, 404, {"detail": f"Request {rid} not found"})
         elif tail == ["status"]:
-            await _json(send, 200, _status(entry, base, rid))
+            await send_json(send, 200, _status(entry, base, rid))
         elif tail == ["cancel"] and method == "PUT":
             if entry.task is not None and not entry.done:
                 entry.task.cancel()
-            await _json(send, 202, {"status": "CANCELLATION_REQUESTED"})
+            await send_json(send, 202, {"status": "CANCELLATION_REQUESTED"})
         elif not tail and not entry.done:
-            await _json(send, 400, {"detail": "Request is still in progress"})
+            await send_json(send, 400, {"detail": "Request is still in progress"})
         elif not tail:
-            await _raw(send, entry.status or 500, entry.headers, bytes(entry.body))
+            await send_bytes(send, entry.status or 500, entry.headers, bytes(entry.body))
         else:
-            await _json(send, 404, {"detail": "Not Found"})
+            await send_json(send, 404, {"detail": "Not Found"})
 
 
 def _status(entry: _Request, base: str, rid: str) -> dict[str, Any]:
@@ -151,27 +157,3 @@ def _origin(scope: Scope) -> str:
         server_host, port = scope["server"]
         host = f"{server_host}:{port}"
     return f"{scope.get('scheme', 'http')}://{host}"
-
-
-async def _read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            break
-    return b"".join(chunks)
-
-
-async def _json(send: Send, status: int, data: Any) -> None:
-    body = json.dumps(data, separators=(",", ":")).encode()
-    await _raw(send, status, [(b"content-type", b"application/json")], body)
-
-
-async def _raw(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-    kept = [(k, v) for k, v in headers if k.lower() != b"content-length"]
-    kept.append((b"content-length", str(len(body)).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": kept})
-    await send({"type": "http.response.body", "body": body})

@@ -26,12 +26,12 @@ import inspect
 import json
 from typing import TYPE_CHECKING, Any
 
-from .security import replay
+from .messages import read_body, replay
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
     from fastapi.routing import APIRoute
-    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
 _JSON = b"application/json"
 
@@ -120,20 +120,12 @@ class FastRoute:
         if not _is_json(scope["headers"]):
             await self.fastapi_app(scope, receive, send)
             return
-        messages: list[Message] = []
-        chunks: list[bytes] = []
-        while True:
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                break  # a disconnect: FastAPI's handler meets it as it would have
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                value = self._parse(b"".join(chunks))
-                if value is not None:
-                    await self._answer(value[0], scope, receive, send)
-                    return
-                break
+        body, messages = await read_body(receive)
+        if messages[-1]["type"] == "http.request":  # else a disconnect: FastAPI meets it
+            value = self._parse(body)
+            if value is not None:
+                await self._answer(value[0], scope, receive, send)
+                return
         await self.fastapi_app(scope, replay(messages, receive), send)
 
     def _parse(self, body: bytes) -> tuple[Any] | None:

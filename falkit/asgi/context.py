@@ -2,8 +2,8 @@
 
 fal sets a ``RequestContext`` (request id, endpoint, object-lifecycle preference, headers)
 around every HTTP request; outside one (``setup()``, a WebSocket or realtime session) the
-property holds an empty context. Here the ``CurrentRequest`` middleware only stores the
-request's ASGI scope in a context variable (one ``set`` per request); the context is built
+property holds an empty context. Here the ``CurrentRequest`` middleware only sets a context
+variable (``falkit.app.request_context``, one ``set`` per request); the context is built
 when a handler reads it. A sync handler runs in a worker thread that gets a copy of the
 context, so it sees its request too.
 
@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import secrets
-from contextvars import ContextVar
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING
+
+from ..app import RequestContext, request_context
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
@@ -27,24 +28,6 @@ ENDPOINT_HEADER = "x-fal-endpoint"
 LIFECYCLE_HEADER = "x-fal-object-lifecycle-preference"
 _REQUEST_ID_RAW = REQUEST_ID_HEADER.encode()
 _ID_KEY = "falkit.request_id"
-
-_scope: ContextVar[Scope | None] = ContextVar("falkit_current_request", default=None)
-
-
-@dataclass(frozen=True)
-class RequestContext:
-    """fal's ``RequestContext``: what a handler may know of the request it answers."""
-
-    request_id: str | None
-    endpoint: str | None
-    lifecycle_preference: dict[str, str] | None
-    headers: dict[str, str] = field(default_factory=dict)
-    upload_policy: Any = None  # fal's CDN upload policy; locally there is no CDN
-
-
-NO_REQUEST = RequestContext(None, None, None, {})
-
-
 def request_id(scope: Scope) -> str:
     """The request's id: the client's ``x-fal-request-id``, else one made for it (once)."""
     # Kept in the request's ``state`` dict, which a middleware's copy of the scope (fal's
@@ -64,11 +47,8 @@ def request_id(scope: Scope) -> str:
     return rid
 
 
-def current() -> RequestContext:
-    """The context of the HTTP request being answered, or ``NO_REQUEST``."""
-    scope = _scope.get()
-    if scope is None:
-        return NO_REQUEST
+def context_of(scope: Scope) -> RequestContext:
+    """fal's ``RequestContext`` of the HTTP request ``scope``."""
     headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
     return RequestContext(
         request_id=request_id(scope),
@@ -98,8 +78,8 @@ class CurrentRequest:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        token = _scope.set(scope)
+        token = request_context.set(partial(context_of, scope))
         try:
             await self.app(scope, receive, send)
         finally:
-            _scope.reset(token)
+            request_context.reset(token)

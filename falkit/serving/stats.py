@@ -6,6 +6,14 @@ from collections import deque
 from typing import Any
 
 
+def percentile(ordered: list[float] | tuple[float, ...], q: float) -> float | None:
+    """The ``q`` quantile (0..1) of values sorted ascending (nearest rank, no
+    interpolation); ``None`` for no values."""
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
 class RequestStats:
     """Counts and recent latencies of a server's HTTP requests (bounded memory)."""
 
@@ -23,11 +31,8 @@ class RequestStats:
         ordered = sorted(self._latencies)
 
         def pct(q: float) -> float | None:
-            return (
-                round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 3)
-                if ordered
-                else None
-            )
+            value = percentile(ordered, q)
+            return None if value is None else round(value * 1000, 3)
 
         return {
             "requests": self.requests,

@@ -7,7 +7,7 @@ import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .app import App
+    from ..app import App
 
 
 def code_key(func: Any) -> Any:

@@ -2,7 +2,7 @@
 user wants to know about it: requests per second, p50 / p90 / p99 latency, errors, the
 server's own decode / handler / encode split and a latency histogram.
 
-The load comes from ``falkit/_loadgen.py`` in a child process, so that it does not compete
+The load comes from ``falkit/bench/loadgen.py`` in a child process, so that it does not compete
 with the server for the kernel's GIL. It only targets loopback, is bounded by a request
 count and a duration, and stops by itself.
 """
@@ -19,22 +19,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ._timing import parse as parse_server_timing
-from .exceptions import FalkitError
-from .security import is_loopback
+from ..asgi import is_loopback, parse_server_timing
+from ..client import ws_url
+from ..exceptions import BenchError
+from ..serving import percentile
 
 if TYPE_CHECKING:
-    from .server import Server
+    from ..serving import Server
 
 MAX_REQUESTS = 1_000_000
-_LOADGEN = os.path.join(os.path.dirname(__file__), "_loadgen.py")
+_LOADGEN = os.path.join(os.path.dirname(__file__), "loadgen.py")
 _PHASES = ("decode", "handler", "encode")
-
-
-def _percentile(ordered: tuple[float, ...], q: float) -> float | None:
-    if not ordered:
-        return None
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 @dataclass(frozen=True)
@@ -61,15 +56,15 @@ class BenchReport:
 
     @property
     def p50_ms(self) -> float | None:
-        return _percentile(self.latencies_ms, 0.50)
+        return percentile(self.latencies_ms, 0.50)
 
     @property
     def p90_ms(self) -> float | None:
-        return _percentile(self.latencies_ms, 0.90)
+        return percentile(self.latencies_ms, 0.90)
 
     @property
     def p99_ms(self) -> float | None:
-        return _percentile(self.latencies_ms, 0.99)
+        return percentile(self.latencies_ms, 0.99)
 
     def summary(self) -> dict[str, Any]:
         """The figures as a plain dict (for tables and JSON)."""
@@ -170,28 +165,28 @@ def _target(target: Server | str, path: str, kind: str | None) -> tuple[str, str
             found = [r for r in target.routes if r.path == path]
             if not found:
                 routes = ", ".join(r.path for r in target.routes) or "none"
-                raise FalkitError(f"{target.app_name} has no route {path!r} (routes: {routes})")
+                raise BenchError(f"{target.app_name} has no route {path!r} (routes: {routes})")
             kind = found[0].kind
     if kind not in ("http", "realtime"):
-        raise FalkitError(
+        raise BenchError(
             f"bench drives HTTP and realtime routes; {path!r} is a {kind} route, "
             "whose messages only its handler knows"
         )
     parts = urlsplit(base)
     if not is_loopback(parts.hostname or ""):
-        raise FalkitError(f"bench only targets loopback (127.0.0.1), not {parts.hostname!r}")
+        raise BenchError(f"bench only targets loopback (127.0.0.1), not {parts.hostname!r}")
     if kind == "realtime":
-        base = "ws" + base[base.index(":") :] if parts.scheme in ("http", "ws") else base
+        base = ws_url(base)
     return base + path, kind
 
 
 def _check_bounds(n: int, c: int, duration: float) -> None:
     if not 1 <= n <= MAX_REQUESTS:
-        raise FalkitError(f"n must be between 1 and {MAX_REQUESTS}, got {n}")
+        raise BenchError(f"n must be between 1 and {MAX_REQUESTS}, got {n}")
     if c < 1:
-        raise FalkitError(f"c (concurrent connections) must be at least 1, got {c}")
+        raise BenchError(f"c (concurrent connections) must be at least 1, got {c}")
     if duration <= 0:
-        raise FalkitError(f"duration must be positive, got {duration}")
+        raise BenchError(f"duration must be positive, got {duration}")
 
 
 def _run_loadgen(config: dict[str, Any], limit: float) -> dict[str, Any]:
@@ -204,9 +199,9 @@ def _run_loadgen(config: dict[str, Any], limit: float) -> dict[str, Any]:
             timeout=limit,
         )
     except subprocess.TimeoutExpired:
-        raise FalkitError(f"the load generator did not finish in {limit:.0f} s") from None
+        raise BenchError(f"the load generator did not finish in {limit:.0f} s") from None
     if done.returncode != 0:
-        raise FalkitError(f"the load generator failed:\n{done.stderr[-2000:]}")
+        raise BenchError(f"the load generator failed:\n{done.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(done.stdout)
     return result
 
@@ -248,7 +243,7 @@ def bench(
     try:
         json.dumps(payload)
     except (TypeError, ValueError) as exc:
-        raise FalkitError(f"payload must be JSON-serialisable: {exc}") from None
+        raise BenchError(f"payload must be JSON-serialisable: {exc}") from None
     config = {
         "url": url,
         "kind": kind,

@@ -28,11 +28,13 @@ Nothing here runs when none of the options is set: a request then pays no overhe
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from ..exceptions import AppDefinitionError
+from .messages import send_json
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -53,7 +55,8 @@ class LimitSpec:
 
     @classmethod
     def of(cls, app_cls: type) -> LimitSpec:
-        """The limits of ``app_cls``'s fal options (see the module docstring)."""
+        """The limits of ``app_cls``'s fal options (see the module docstring); a malformed
+        option is ``AppDefinitionError``."""
         multiplexing = _positive(app_cls, "max_multiplexing")
         runners = _positive(app_cls, "max_concurrency")
         in_flight = None
@@ -63,8 +66,9 @@ class LimitSpec:
             in_flight = multiplexing
         timeout = getattr(app_cls, "request_timeout", None)
         if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
-            raise ValueError(
-                f"request_timeout must be a positive number of seconds, got {timeout!r}"
+            raise AppDefinitionError(
+                f"{app_cls.__name__}: request_timeout must be a positive number of "
+                f"seconds, got {timeout!r}"
             )
         return cls(in_flight, timeout)
 
@@ -78,43 +82,29 @@ def _positive(app_cls: type, name: str) -> int | None:
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+        raise AppDefinitionError(
+            f"{app_cls.__name__}: {name} must be a positive integer or None, got {value!r}"
+        )
     return value
 
 
-def limit_requests(app: ASGIApp, spec: LimitSpec, route_paths: set[str], app_name: str) -> ASGIApp:
-    """``app`` bounded by ``spec``; ``app`` itself when ``spec`` sets no limit."""
-    if not spec.active:
-        return app
-    return RequestLimiter(app, spec, route_paths, app_name)
-
-
 class RequestLimiter:
-    """ASGI middleware enforcing a ``LimitSpec`` on the requests to an app's routes."""
+    """ASGI middleware enforcing a ``LimitSpec`` on the requests to an app's routes. It
+    sits below fal's gateway and URL layout (``falkit.asgi.stack``): it sees every route
+    request by its own path, whether it came directly, as ``/<owner>/<app>/<route>`` or
+    through the queue."""
 
-    def __init__(self, app: ASGIApp, spec: LimitSpec, route_paths: set[str], app_name: str):
+    def __init__(self, app: ASGIApp, spec: LimitSpec, route_paths: set[str]):
         self.app = app
         self.spec = spec
         self._paths = route_paths
-        self._app_name = app_name
         self._slots = (
             asyncio.Semaphore(spec.max_in_flight) if spec.max_in_flight is not None else None
         )
         self._overrun: set[asyncio.Task[None]] = set()
 
     def _limited(self, scope: Scope) -> bool:
-        if scope["type"] not in ("http", "websocket"):
-            return False
-        path: str = scope["path"]
-        if path in self._paths:
-            return True
-        # fal's URL layout: /<owner>/<app-name>/<route>
-        parts = path.split("/", 3)
-        return (
-            len(parts) >= 3
-            and parts[2] == self._app_name
-            and "/" + (parts[3] if len(parts) > 3 else "") in self._paths
-        )
+        return scope["type"] in ("http", "websocket") and scope["path"] in self._paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self._limited(scope):
@@ -187,14 +177,7 @@ async def _finish_timed_out(send: Callable[[Message], Awaitable[None]], *, start
         # so the body ends here, cut short, as fal's gateway cuts a timed-out stream.
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return
-    body = json.dumps(TIMEOUT_BODY).encode()
-    headers: list[tuple[bytes, bytes]] = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"x-fal-error-type", b"request_timeout"),
-    ]
-    await send({"type": "http.response.start", "status": TIMEOUT_STATUS, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send_json(send, TIMEOUT_STATUS, TIMEOUT_BODY, [(b"x-fal-error-type", b"request_timeout")])
 
 
 def describe(spec: LimitSpec) -> str:

@@ -1,7 +1,7 @@
 """The load generator behind ``falkit.bench``, run in its own process so that it does not
 compete with the served app for the kernel's GIL::
 
-    echo '{"url": "http://127.0.0.1:8000/", "n": 200, "c": 8}' | python -m falkit._loadgen
+    echo '{"url": "http://127.0.0.1:8000/", "n": 200, "c": 8}' | python -m falkit.bench.loadgen
 
 It reads one JSON config on stdin (``url``, ``kind`` "http" or "realtime", ``n`` requests,
 ``c`` connections, ``payload``, ``duration`` and ``timeout`` in seconds), sends at most

@@ -29,9 +29,9 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
-from . import codec
-from .exceptions import ProtocolError
-from .routes import RouteSpec
+from .. import codec
+from ..exceptions import ProtocolError
+from ..routes import RouteSpec
 
 if TYPE_CHECKING:
     from fastapi import WebSocket

@@ -1,6 +1,5 @@
-"""``Server``: uvicorn in a daemon thread with its own event loop, and the registry of
-running servers. Never on the kernel's loop: a synchronous client call from a cell would
-deadlock against it.
+"""``Server``: uvicorn in a daemon thread with its own event loop. Never on the kernel's
+loop: a synchronous client call from a cell would deadlock against it.
 
 Serving a running name again never moves it (same port, URL, open playground). Each App
 instance served is a *generation*; requests and WebSocket sessions keep the generation they
@@ -14,61 +13,50 @@ started on until they end, so nothing in flight is dropped or switched mid-way:
   during the new ``setup()``; a model that cannot fit twice needs ``stop()`` first.
 Changing host, port or uvicorn-level settings starts a new server instead.
 
-This module: the thread, uvicorn, request dispatch and the registry of servers. Making,
-swapping, restarting and retiring generations is ``_generations.Generations``."""
+This module: the thread, uvicorn and request dispatch. Making, swapping, restarting and
+retiring generations is ``generations.Generations``, a component each server holds; the
+registry of servers (``serve()``) is ``registry``."""
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import errno
-import logging
 import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ._changes import restart_reason
-from ._generations import (
-    Generations,
-    _check_options,
-    _forget_handlers,
-    _Generation,
-    _resolve_device,
-    _setup_failed,
-    _startup_timeout,
+from ..app import App
+from ..asgi import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    LimitSpec,
+    QueuedRequests,
+    SecuritySpec,
+    auth_headers,
+    build_asgi,
 )
-from ._kernelfirst import install as install_kernel_first
-from ._kernelfirst import yield_to_kernel
-from ._logs import LogRing, current_ring
-from ._logs import ensure_routed as ensure_log_routing
-from ._logs import install as install_log_routing
-from ._startup import StartupProgress
-from ._stats import RequestStats
-from .app import App
-from .devices import DeviceSpec, describe_device, free_memory, pick_device
-from .exceptions import (
-    AppDefinitionError,
-    PortInUseError,
-    ServerError,
-    ServerNotRunning,
-    SetupError,
-)
-from .limits import LimitSpec
-from .realtime import DEFAULT_MAX_MESSAGE_SIZE
-from .security import DEFAULT_MAX_BODY_SIZE, SecuritySpec, auth_headers, guard, is_loopback
+from ..client import Client
+from ..devices import DeviceSpec, describe_device, pick_device
+from ..exceptions import PortInUseError, ServerError, SetupError
+from .card import card_html, card_text
+from .generations import Generations, resolve_device, setup_failed, startup_timeout_error
+from .kernel import install as install_kernel_first
+from .kernel import yield_to_kernel
+from .logs import LogRing, current_ring
+from .logs import ensure_routed as ensure_log_routing
+from .logs import install as install_log_routing
+from .proxy import proxy_root_path
+from .startup import StartupProgress
+from .stats import RequestStats
 
 if TYPE_CHECKING:
     from starlette.types import Receive, Scope, Send
 
-    from .client import Client
-    from .routes import RouteSpec
+    from ..routes import RouteSpec
 
-_registry: dict[str, Server] = {}
-_registry_lock = threading.RLock()
 _client_lock = threading.Lock()
 KEEP_ALIVE_S = 75  # longer than clients' pools keep idle connections (httpx: 5 s)
 
@@ -108,19 +96,7 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _check_app_class(app_cls: Any) -> type[App]:
-    if isinstance(app_cls, type) and issubclass(app_cls, App):
-        return app_cls
-    from ._falcompat import adapt, is_fal_app
-
-    if is_fal_app(app_cls):  # written with the real `fal` SDK: served through an adapter
-        return adapt(app_cls)
-    raise AppDefinitionError(
-        f"{app_cls!r} is not a falkit App class; define `class MyApp(fal.App): ...`"
-    )
-
-
-class Server(Generations):
+class Server:
     """A running App: ``url``, ``routes``, ``client``, ``logs()`` and ``stop()``.
     Made by ``falkit.serve``; works in a kernel and in a plain script alike."""
 
@@ -132,36 +108,73 @@ class Server(Generations):
         port: int,
         ws_max_size: int | None = None,
         security: SecuritySpec | None = None,
+        limits: LimitSpec | None = None,
+        on_stop: Callable[[Server], None] | None = None,
     ) -> None:
-        self.app_cls = _check_app_class(app_cls)
         self.host = host
         self.security = security or SecuritySpec()
         self.ws_max_size = ws_max_size or DEFAULT_MAX_MESSAGE_SIZE
-        _check_options(self.app_cls)
         self.ring = LogRing()
-        self.setup_seconds: float | None = None
-        self.last_action = ""
         self._sock = _bind(host, port)
         self.port: int = self._sock.getsockname()[1]
-        self._gen: _Generation | None = None
-        self._retiring: set[_Generation] = set()  # replaced, awaiting teardown
-        self._retire_tasks: set[asyncio.Task[None]] = set()
-        self._device: str | None = None
+        self._queue = QueuedRequests()  # fal's queue: kept across swaps and restarts
+        self.generations = Generations(
+            app_cls,
+            limits if limits is not None else LimitSpec.of(app_cls),
+            ring=self.ring,
+            build=self._build,
+            running=lambda: self.running,
+            lost=self.stop,
+        )
+        self._on_stop = on_stop
         self._uvicorn: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._main: asyncio.Task[None] | None = None
         self._setup_error: BaseException | None = None
         self._stopped = threading.Event()
         self._stats = RequestStats()
+        self._client: Client | None = None
         self._thread = threading.Thread(
             target=self._thread_main, name=f"falkit-{self.app_name}", daemon=True
+        )
+
+    def _build(self, instance: App, limits: LimitSpec) -> Any:
+        # Behind JupyterHub/Binder the browser reaches this port under /proxy/PORT/: /docs
+        # must load openapi.json from there.
+        return build_asgi(
+            instance,
+            lifespan=False,
+            security=self.security,
+            limits=limits,
+            queue=self._queue,
+            ws_max_size=self.ws_max_size,
+            root_path=proxy_root_path(self.port),
         )
 
     # -- public surface ----------------------------------------------------------------
 
     @property
+    def app_cls(self) -> type[App]:
+        """The App class served now (the latest one served under this name)."""
+        return self.generations.app_cls
+
+    @property
     def app_name(self) -> str:
         return self.app_cls.app_name
+
+    @property
+    def setup_seconds(self) -> float | None:
+        """How long the last ``setup()`` took; ``None`` before it ended."""
+        return self.generations.setup_seconds
+
+    @property
+    def last_action(self) -> str:
+        """What serving last did (started, swapped, restarted ...), for the card."""
+        return self.generations.last_action
+
+    @last_action.setter
+    def last_action(self, value: str) -> None:
+        self.generations.last_action = value
 
     @property
     def url(self) -> str:
@@ -181,13 +194,11 @@ class Server(Generations):
     @property
     def limits(self) -> LimitSpec:
         """The request limits in force (``max_multiplexing``, ``request_timeout``, ...)."""
-        gen = self._gen
-        return gen.limits if gen is not None else _check_options(self.app_cls)
+        return self.generations.limits
 
     @property
     def _instance(self) -> App | None:
-        gen = self._gen
-        return gen.instance if gen is not None else None
+        return self.generations.instance
 
     @property
     def device(self) -> DeviceSpec:
@@ -197,19 +208,16 @@ class Server(Generations):
         kind = instance.__dict__.get("_falkit_device") if instance is not None else None
         if kind is None and "torch" in sys.modules:
             kind = pick_device(self.app_cls)
-        return describe_device(kind or self._device or "cpu")
+        return describe_device(kind or self.generations.device or "cpu")
 
     @property
     def client(self) -> Client:
         """A ``falkit.Client`` for this server (sending its API key, if it has one). One
         client per server, reused, so its connections are pooled; closed on ``stop()``."""
-        from .client import Client
-
         with _client_lock:  # threads (the playground's, a user's) must share one client
-            client = self.__dict__.get("_client")
+            client = self._client
             if client is None or client.closed:
-                client = Client(self.url, headers=auth_headers(self.api_key))
-                self.__dict__["_client"] = client
+                client = self._client = Client(self.url, headers=auth_headers(self.api_key))
         return client
 
     @property
@@ -229,9 +237,8 @@ class Server(Generations):
     def stop(self, timeout: float = 10.0) -> None:
         """Stop serving: in-flight requests get ``timeout`` seconds, then teardown runs and
         the instance is dropped (its GPU memory handed back)."""
-        with _registry_lock:
-            if _registry.get(self.app_name) is self:
-                del _registry[self.app_name]
+        if self._on_stop is not None:
+            self._on_stop(self)
         if self._uvicorn is not None:
             self._uvicorn.should_exit = True
         elif self._loop is not None and self._main is not None:
@@ -245,27 +252,18 @@ class Server(Generations):
                 self._uvicorn.force_exit = True
                 self._thread.join(timeout)
         self._sock.close()
-        client = self.__dict__.pop("_client", None)
+        client, self._client = self._client, None
         if client is not None:
             client.close()
         self._stopped.set()
-        self._drop_generations()
-
-    def _drop_generations(self) -> None:
-        for gen in [self._gen, *self._retiring]:
-            if gen is not None:
-                gen.drop()
-        self._gen = None
-        self._retiring.clear()
-        _forget_handlers()
-        free_memory()
+        self.generations.drop_all()
 
     # -- lifecycle -----------------------------------------------------------------------
 
     def _start(self) -> Server:
         install_log_routing()
         install_kernel_first()  # the kernel's tuning and hooks (see _kernelfirst)
-        self._device = _resolve_device(self.app_cls)
+        self.generations.device = resolve_device(self.app_cls)
         # The server stack's first import (a second or more on a busy machine) happens
         # here, before the clock starts: progress lines are about setup(), and a line that
         # appears only when imports are slow would make notebook outputs unstable.
@@ -287,13 +285,13 @@ class Server(Generations):
         deadline = self.app_cls.startup_timeout
         while not (self._uvicorn is not None and self._uvicorn.started):
             if self._setup_error is not None:
-                raise _setup_failed(self.app_cls, self._setup_error) from self._setup_error
+                raise setup_failed(self.app_cls, self._setup_error) from self._setup_error
             if not self._thread.is_alive():
                 raise SetupError(
                     f"{self.app_cls.__name__} stopped while starting:\n{self.logs(20)}"
                 )
             if deadline is not None and progress.elapsed > deadline:
-                raise _startup_timeout(self.app_cls, progress.elapsed)
+                raise startup_timeout_error(self.app_cls, progress.elapsed)
             progress.tick()
             time.sleep(0.005)
 
@@ -301,7 +299,7 @@ class Server(Generations):
         current_ring.set(self.ring)
         loop = _new_event_loop()
         self._main = loop.create_task(self._serve())
-        self._loop = loop
+        self._loop = self.generations.loop = loop
         try:
             with contextlib.suppress(asyncio.CancelledError):
                 loop.run_until_complete(self._main)
@@ -312,14 +310,14 @@ class Server(Generations):
         import uvicorn
 
         try:
-            self._gen = await self._prepare(self.app_cls, self._device)
+            await self.generations.prepare_first()
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
             self._setup_error = exc
             return
         config = uvicorn.Config(
-            guard(self._dispatch, self.security),
+            self._dispatch,
             log_config=None,
             lifespan="off",
             interface="asgi3",
@@ -337,14 +335,15 @@ class Server(Generations):
         try:
             await self._uvicorn.serve(sockets=[self._sock])
         finally:
-            await self._teardown_all()
+            await self.generations.teardown_all()
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # One attribute read per request: a swap replaces ``_gen`` atomically, so a request
-        # or session in flight finishes on the generation (handlers) it started on, and the
-        # count tells a retiring generation when it may be torn down.
+        # One attribute read per request: a swap replaces ``generations.current``
+        # atomically, so a request or session in flight finishes on the generation
+        # (handlers) it started on, and the count tells a retiring generation when it
+        # may be torn down.
         yield_to_kernel()  # a cell the kernel is receiving or answering goes first
-        gen = self._gen
+        gen = self.generations.current
         assert gen is not None
         ensure_log_routing()
         gen.active += 1
@@ -387,175 +386,7 @@ class Server(Generations):
         return f"<falkit.Server {self.app_name} {state} at {self.url}>"
 
     def _repr_pretty_(self, p: Any, cycle: bool) -> None:
-        from .magics import card_text
-
         p.text(card_text(self))
 
     def _repr_html_(self) -> str:
-        from .magics import card_html
-
         return card_html(self)
-
-
-def serve(
-    app_cls: type[App],
-    *,
-    port: int | None = None,
-    host: str = "127.0.0.1",
-    fresh: bool = False,
-    ws_max_size: int | None = None,
-    auth: bool | str | None = None,
-    cors_origins: Sequence[str] | None = None,
-    max_body_size: int | None = DEFAULT_MAX_BODY_SIZE,
-) -> Server:
-    """Serve ``app_cls`` from a background thread and return the running ``Server``.
-
-    Serving a name that is already served updates it in place (same port, same URL):
-    when ``setup()``, ``teardown()`` and the class options are unchanged and ``fresh`` is
-    false, the new handlers take over the running instance's state (loaded models) and
-    setup does not run again ("swapped"); otherwise a new instance is set up while the old
-    one keeps serving, then takes over, and the old one is torn down ("restarted")::
-
-        server = falkit.serve(MyApp)
-        server.client.call("/", {"prompt": "hi"})
-        server.stop()
-
-    ``ws_max_size`` is the largest realtime frame accepted, in bytes (default 16 MiB).
-
-    Safe by default (see ``falkit.security``): bound to 127.0.0.1; any other ``host`` prints
-    a warning and requires ``Authorization: Key <key>`` on every request, with a key made
-    for the server and shown once (``server.client`` sends it); ``auth`` is ``False`` to
-    turn keys off, ``True`` to require one on loopback too, or the key itself. Browser
-    pages of other origins are refused unless listed in ``cors_origins``; request bodies
-    over ``max_body_size`` bytes (default 64 MiB, ``None``: no limit) get 413.
-    """
-    app_cls = _check_app_class(app_cls)
-    _check_options(app_cls)
-    with _registry_lock:
-        old = _registry.get(app_cls.app_name)
-        if old is not None and not old.running:
-            old, _ = None, _registry.pop(app_cls.app_name)
-        security = _security(old, host, auth, cors_origins, max_body_size)
-        if old is not None and _same_place(old, port, host, ws_max_size, security):
-            reason = "fresh requested" if fresh else restart_reason(old.app_cls, app_cls)
-            if reason is None:
-                old._swap(app_cls)
-            else:
-                old._restart(app_cls, reason)
-            return old
-        server = _start_new(
-            app_cls, old, port=port, host=host, ws_max_size=ws_max_size, security=security
-        )
-        _registry[app_cls.app_name] = server
-    _warn_if_exposed(server)
-    for listener in list(_started_listeners):
-        try:
-            listener(server)
-        except Exception:  # a listener's bug must not fail the serve that succeeded
-            logging.getLogger("falkit.server").exception("a serve listener failed")
-    return server
-
-
-#: Called with each new ``Server`` (not a swap or an in-place restart: those keep theirs),
-#: after it is registered: the playground uses it to follow an app served again.
-_started_listeners: list[Callable[[Server], None]] = []
-
-
-def _security(
-    old: Server | None,
-    host: str,
-    auth: bool | str | None,
-    cors_origins: Sequence[str] | None,
-    max_body_size: int | None,
-) -> SecuritySpec:
-    if auth is None and old is not None and old.host == host and old.api_key is not None:
-        auth = old.api_key  # serving again keeps the key already shown, not a new one
-    try:
-        return SecuritySpec.of(host, auth, cors_origins, max_body_size)
-    except ValueError as exc:
-        raise ServerError(str(exc)) from None
-
-
-def _warn_if_exposed(server: Server) -> None:
-    # Printed, not warnings.warn: the key must reach the user's eyes once, in the cell.
-    if is_loopback(server.host):
-        return
-    if server.api_key is None:
-        how = "with NO key (auth=False): anyone who can reach this machine can call it"
-    else:
-        how = (
-            f"requests need the header 'Authorization: Key {server.api_key}' (shown once; "
-            "server.client and the playground send it)"
-        )
-    print(
-        f"falkit: WARNING {server.app_name} listens on {server.url}, reachable from the "
-        f"network; {how}",
-        file=sys.stderr,
-    )
-
-
-def _same_place(
-    old: Server, port: int | None, host: str, ws_max_size: int | None, security: SecuritySpec
-) -> bool:
-    # uvicorn's own settings (socket, frame cap, guard) cannot change under a running server.
-    return (
-        port in (None, old.port)
-        and host == old.host
-        and ws_max_size in (None, old.ws_max_size)
-        and security == old.security
-    )
-
-
-def _start_new(
-    app_cls: type[App],
-    old: Server | None,
-    *,
-    port: int | None,
-    host: str,
-    ws_max_size: int | None,
-    security: SecuritySpec,
-) -> Server:
-    began = time.perf_counter()
-    action = ""
-    if old is not None and port in (None, old.port):
-        # Same port, new socket settings: the old server must let go of the port first.
-        port, action = old.port, "restarted: server settings changed"
-        old.stop()
-        old = None
-    server = Server(
-        app_cls, host=host, port=port or 0, ws_max_size=ws_max_size, security=security
-    )._start()
-    if old is not None:
-        # Another port: the new server is up before the old one goes.
-        old.stop()
-        action = f"restarted on port {server.port}"
-    server.last_action = action or f"started in {time.perf_counter() - began:.2f} s"
-    return server
-
-
-def servers() -> dict[str, Server]:
-    """The running servers, by app name."""
-    with _registry_lock:
-        return {name: s for name, s in _registry.items() if s.running}
-
-
-def get_server(name: str) -> Server:
-    """The running server of app ``name`` (its app name or class name)."""
-    with _registry_lock:
-        for server in _registry.values():
-            if name in (server.app_name, server.app_cls.__name__) and server.running:
-                return server
-    running = ", ".join(sorted(_registry)) or "none"
-    raise ServerNotRunning(f"no server named {name!r} is running (running: {running})")
-
-
-def stop_all() -> None:
-    """Stop every running server (teardown runs). Called at interpreter exit too."""
-    with _registry_lock:
-        running = list(_registry.values())
-    for server in running:
-        with contextlib.suppress(Exception):
-            server.stop()
-
-
-atexit.register(stop_all)

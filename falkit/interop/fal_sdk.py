@@ -29,9 +29,9 @@ import sys
 import types
 from typing import Any
 
-from .app import FAL_OPTIONS, App
-from .exceptions import AppDefinitionError
-from .routes import endpoint, realtime
+from ..app import FAL_OPTIONS, App
+from ..exceptions import AppDefinitionError
+from ..routes import endpoint, realtime
 
 _ROUTE_SIGNATURE = "route_signature"
 # Machinery fal's base class adds; never copied onto the falkit class.
@@ -128,3 +128,15 @@ def adapt(fal_cls: type) -> type[App]:
     namespace["__doc__"] = fal_cls.__doc__
     namespace["__falkit_fal_class__"] = fal_cls
     return types.new_class(fal_cls.__name__, (App,), {}, lambda ns: ns.update(namespace))
+
+
+def app_class(obj: Any) -> type[App]:
+    """The falkit App class serving ``obj``: ``obj`` itself when it is one, an adapted class
+    when it was written with the real ``fal`` SDK; anything else is ``AppDefinitionError``."""
+    if isinstance(obj, type) and issubclass(obj, App):
+        return obj
+    if is_fal_app(obj):
+        return adapt(obj)
+    raise AppDefinitionError(
+        f"{obj!r} is not a falkit App class; define `class MyApp(fal.App): ...`"
+    )

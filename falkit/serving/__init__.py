@@ -1,0 +1,30 @@
+"""Serving an App from this process: ``serve()`` and the registry of running servers,
+``Server`` (uvicorn in a daemon thread with its own loop) and the generations it holds
+(swap, restart, retire), the card, the log ring, request stats, and the kernel's tuning.
+
+Public here, for the rest of falkit: what ``falkit`` exports, plus the card, the
+hub-aware browser links, ``on_serve`` (to follow an app served again) and ``percentile``.
+"""
+
+from __future__ import annotations
+
+from .card import card_html, card_rows, card_text
+from .proxy import browser_url, proxy_root_path
+from .registry import get_server, on_serve, serve, servers, stop_all
+from .server import Server
+from .stats import percentile
+
+__all__ = [
+    "Server",
+    "browser_url",
+    "card_html",
+    "card_rows",
+    "card_text",
+    "get_server",
+    "on_serve",
+    "percentile",
+    "proxy_root_path",
+    "serve",
+    "servers",
+    "stop_all",
+]
