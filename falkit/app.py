@@ -32,7 +32,6 @@ FAL_OPTIONS: dict[str, Any] = {
 }
 
 
-
 @dataclass(frozen=True)
 class RequestContext:
     """fal's ``RequestContext``: what a handler may know of the request it answers."""

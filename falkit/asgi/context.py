@@ -28,6 +28,8 @@ ENDPOINT_HEADER = "x-fal-endpoint"
 LIFECYCLE_HEADER = "x-fal-object-lifecycle-preference"
 _REQUEST_ID_RAW = REQUEST_ID_HEADER.encode()
 _ID_KEY = "falkit.request_id"
+
+
 def request_id(scope: Scope) -> str:
     """The request's id: the client's ``x-fal-request-id``, else one made for it (once)."""
     # Kept in the request's ``state`` dict, which a middleware's copy of the scope (fal's

@@ -171,8 +171,7 @@ class RealtimeConsole:
         p50, p99 = (percentile(ordered, q) or 0.0 for q in (0.5, 0.99))
         self.stats.value = (
             f"{self.received} results · last {values[-1]:.1f} ms · "
-            f"p50 {p50:.1f} ms · p99 {p99:.1f} ms "
-            + sparkline(values[-60:])
+            f"p50 {p50:.1f} ms · p99 {p99:.1f} ms " + sparkline(values[-60:])
         )
 
     def _send_one(self, body: Any) -> None:

@@ -265,9 +265,7 @@ class Generations:
     ) -> _Generation:
         if self.loop is None or not self._running():
             raise ServerNotRunning(f"{self.name} is not running")
-        future = asyncio.run_coroutine_threadsafe(
-            self._prepare(app_cls, limits, device), self.loop
-        )
+        future = asyncio.run_coroutine_threadsafe(self._prepare(app_cls, limits, device), self.loop)
         try:
             return self._await_prepared(future, app_cls, progress)
         except BaseException:
