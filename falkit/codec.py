@@ -118,7 +118,8 @@ def _pack_numpy(array: Any) -> msgpack.ExtType:
     import numpy as np
 
     data = np.ascontiguousarray(array)
-    return _ext(_NUMPY, data.dtype.str, array.shape, memoryview(data.reshape(-1).view(np.uint8)))
+    flat = data.reshape(-1).view(np.uint8)
+    return _ext(_NUMPY, data.dtype.str, array.shape, memoryview(flat))  # type: ignore[arg-type]
 
 
 def _pack_torch(tensor: Any) -> msgpack.ExtType:

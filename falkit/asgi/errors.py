@@ -90,5 +90,6 @@ def add_error_handlers(app: FastAPI) -> None:
         )
 
     app.add_exception_handler(HTTPException, not_found)
-    app.add_exception_handler(RequestValidationError, validation_error)
+    # Starlette types handlers as taking any Exception; this one takes the one it handles.
+    app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, internal)

@@ -109,12 +109,12 @@ class FastRoute:
 
     def __init__(self, route: APIRoute) -> None:
         self.fastapi_app: ASGIApp = route.app  # FastAPI's handler: everything off the path
-        self.call = route.dependant.call
+        self.call: Any = route.dependant.call  # a plain function: eligible() checked
         self.is_async = inspect.iscoroutinefunction(self.call)
         self.body = route.dependant.body_params[0]
         self.name = self.body.name
         self.response_field = route.response_field
-        self.response_class = route.response_class
+        self.response_class: Any = route.response_class  # a named class: eligible() checked
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not _is_json(scope["headers"]):

@@ -166,9 +166,10 @@ class Guard:
             await _reply(send, *refusal)
             return
         if headers.chunked and self.spec.max_body_size is not None:
-            receive = await self._buffered(receive, send)
-            if receive is None:
+            buffered = await self._buffered(receive, send)
+            if buffered is None:
                 return
+            receive = buffered
         if origin and not foreign:
             send = _with_cors(send, origin)
         await self.app(scope, receive, send)

@@ -22,6 +22,7 @@ import contextlib
 import json
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -53,7 +54,7 @@ class Tally:
 
 
 async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
-    parts = []
+    parts: list[bytes] = []
     while True:
         size = int((await reader.readline()).split(b";")[0], 16)
         if size == 0:
@@ -106,7 +107,8 @@ async def _http_worker(tally: Tally, url: str, body: bytes, timeout: float) -> N
             status, headers, _ = await asyncio.wait_for(read_response(reader), timeout)
         except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError) as exc:
             tally.error("timeout" if isinstance(exc, asyncio.TimeoutError) else type(exc).__name__)
-            conn = _close(conn)
+            _close(conn)
+            conn = None
             continue
         tally.latencies.append((time.perf_counter() - began) * 1000)
         if status >= 400:
@@ -114,14 +116,14 @@ async def _http_worker(tally: Tally, url: str, body: bytes, timeout: float) -> N
         if "server-timing" in headers:
             tally.timing.append(headers["server-timing"])
         if headers.get("connection", "").lower() == "close":
-            conn = _close(conn)
+            _close(conn)
+            conn = None
     _close(conn)
 
 
 def _close(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None) -> None:
     if conn is not None:
         conn[1].close()
-    return None
 
 
 # -- realtime ------------------------------------------------------------------------------
@@ -154,12 +156,14 @@ async def _rt_worker(tally: Tally, url: str, frame: bytes, timeout: float) -> No
             failure = await asyncio.wait_for(_rt_round_trip(ws, frame), timeout)
         except Exception as exc:  # any failure of this round trip is an error to count
             tally.error("timeout" if isinstance(exc, asyncio.TimeoutError) else type(exc).__name__)
-            ws = await _rt_close(ws)
+            await _rt_close(ws)
+            ws = None
             continue
         tally.latencies.append((time.perf_counter() - began) * 1000)
         if failure is not None:
             tally.error(failure)
-            ws = await _rt_close(ws)  # fal closes the session after an error frame
+            await _rt_close(ws)  # fal closes the session after an error frame
+            ws = None
     await _rt_close(ws)
 
 
@@ -167,7 +171,6 @@ async def _rt_close(ws: Any) -> None:
     if ws is not None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(ws.close(), 2)
-    return None
 
 
 # -- driver --------------------------------------------------------------------------------
@@ -178,6 +181,7 @@ async def run(config: dict[str, Any]) -> dict[str, Any]:
     n, c = int(config.get("n", 1000)), int(config.get("c", 8))
     timeout = float(config.get("timeout", 10.0))
     tally = Tally(left=n, deadline=time.monotonic() + float(config.get("duration", 30.0)))
+    worker: Callable[[Tally, str, bytes, float], Awaitable[None]]
     if config.get("kind", "http") == "realtime":
         import msgpack
 

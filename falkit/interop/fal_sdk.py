@@ -108,7 +108,7 @@ def _options(fal_cls: type) -> dict[str, Any]:
         for key in FAL_OPTIONS
         if host.get(key, getattr(fal_cls, key, None)) is not None
     }
-    options["app_name"] = fal_cls.app_name
+    options["app_name"] = getattr(fal_cls, "app_name")  # noqa: B009 (fal's, not typed here)
     return options
 
 

@@ -30,7 +30,7 @@ class ServeCard(W.VBox):
 
         if change["new"]:
             self.playground = playground(self.server)
-            self.children = [*self.children[:1], self.playground]
+            self.children = [*self.children[:1], self.playground]  # type: ignore[has-type]
         else:
             self.close_playground()
 

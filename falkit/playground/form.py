@@ -73,11 +73,12 @@ class FormField:
         self.nullable = inner is not None
         target = resolve(inner, components) if inner is not None else schema
         default = schema.get("default")
-        self.input = _scalar_input(target, default)
-        self.is_json = self.input is None
-        if self.input is None:
+        scalar = _scalar_input(target, default)
+        self.is_json = scalar is None
+        if scalar is None:
             text = json.dumps(default) if "default" in schema else ""
-            self.input = W.Textarea(value=text, placeholder="JSON", layout=_WIDE)
+            scalar = W.Textarea(value=text, placeholder="JSON", layout=_WIDE)
+        self.input: Any = scalar
         self.enabled = (
             W.Checkbox(
                 value=default is not None,

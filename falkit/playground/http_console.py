@@ -112,7 +112,7 @@ class HttpConsole:
     def _show_events(self, task: Task, response: Any, began: float) -> None:
         """Server-sent events as they arrive: the count and time so far, and the newest
         ``MAX_EVENTS`` (images shown as images)."""
-        parser, events = SSEParser(), []
+        parser, events = SSEParser(), list[Any]()
 
         def show(done: bool) -> None:
             took = time.perf_counter() - began

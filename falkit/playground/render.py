@@ -56,7 +56,7 @@ def image_src(value: Any, rewrite: Callable[[str], str] = lambda u: u) -> str | 
         return None
     data = value if isinstance(value, (bytes, bytearray)) else _pil_png(value)
     mime = _bytes_mime(bytes(data)) if data else None
-    if mime is None:
+    if data is None or mime is None:
         return None
     return f"data:{mime};base64,{base64.b64encode(bytes(data)).decode()}"
 

@@ -21,7 +21,11 @@ from .tasks import Task
 from .ws_console import WebSocketConsole
 
 POLL_SECONDS = 0.25
-_CONSOLES = {"http": HttpConsole, "websocket": WebSocketConsole, "realtime": RealtimeConsole}
+_CONSOLES: dict[str, Any] = {
+    "http": HttpConsole,
+    "websocket": WebSocketConsole,
+    "realtime": RealtimeConsole,
+}
 _open: weakref.WeakValueDictionary[str, Playground] = weakref.WeakValueDictionary()
 
 

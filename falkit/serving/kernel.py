@@ -97,6 +97,7 @@ def install() -> bool:
 
     kernel.pre_handler_hook = pre_handler_hook
     kernel.post_handler_hook = post_handler_hook
+    assert shell is not None  # a kernel has its shell
     shell.events.register("pre_run_cell", _user_code_starts)
     shell.events.register("post_run_cell", _user_code_ends)
     _installed_on = kernel
