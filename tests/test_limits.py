@@ -245,3 +245,129 @@ def test_limiter_is_plain_asgi():
     assert seen == [True]
     assert not limiter._limited({"type": "http", "path": "/health"})
     assert not limiter._limited({"type": "lifespan"})
+
+
+# -- the same limits on every way in: fal's queue, fal's URL layout, websockets ------------
+
+
+def _submit_all(server: fal.Server, path: str, n: int) -> list[httpx.Response]:
+    """``n`` requests through fal's queue API at once (as ``fal_client.submit`` sends them),
+    each polled to its end; the results, as the queue answers them."""
+    base = f"/.fal/queue/local/{server.app_name}"
+
+    def one(_: int) -> httpx.Response:
+        with httpx.Client(base_url=server.url, timeout=20) as http:
+            submitted = http.post(base + path, json={})
+            assert submitted.status_code == 200, submitted.text
+            status_url = submitted.json()["status_url"]
+            deadline = time.monotonic() + 20
+            while http.get(status_url).json()["status"] != "COMPLETED":
+                assert time.monotonic() < deadline, "queued request never completed"
+                time.sleep(0.02)
+            return http.get(submitted.json()["response_url"])
+
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(one, range(n)))
+
+
+@pytest.mark.parametrize("path", ["/", "/sync"])
+def test_queued_requests_are_bounded_by_max_multiplexing(serve, path):
+    gauge = Gauge()
+    server = serve(_gauge_app(gauge, max_multiplexing=2))
+    results = _submit_all(server, path, 6)
+    assert [r.status_code for r in results] == [200] * 6  # none refused: they wait
+    assert all(r.json() == {"ok": True} for r in results)
+    assert gauge.most == 2
+
+
+def test_queued_requests_are_bounded_by_max_concurrency_times_multiplexing(serve):
+    gauge = Gauge()
+    server = serve(_gauge_app(gauge, max_concurrency=2, max_multiplexing=2))
+    results = _submit_all(server, "/", 10)
+    assert all(r.status_code == 200 for r in results)
+    assert gauge.most == 4
+
+
+def test_queue_direct_and_url_layout_share_one_limit(serve):
+    gauge = Gauge()
+    server = serve(_gauge_app(gauge, max_multiplexing=3))
+    with ThreadPoolExecutor(3) as pool:
+        queued = pool.submit(_submit_all, server, "/", 4)
+        direct = pool.submit(_post_all, server.url, "/", 4)
+        layout = pool.submit(_post_all, server.url, f"/me/{server.app_name}/", 4)
+        codes = [r.status_code for r in queued.result() + direct.result() + layout.result()]
+    assert codes == [200] * 12
+    assert gauge.most == 3  # one budget for all three ways in, not three
+
+
+class _Slow(fal.App, request_timeout=0.3):
+    @fal.endpoint("/")
+    def slow(self) -> dict:
+        time.sleep(1.0)
+        return {"slept": 1.0}
+
+    @fal.endpoint("/quick")
+    def quick(self) -> dict:
+        return {"slept": 0.0}
+
+
+def test_request_timeout_through_the_queue_answers_fals_504(serve):
+    server = serve(_Slow)
+    (result,) = _submit_all(server, "/", 1)
+    assert result.status_code == 504  # before: 200 after the whole second
+    assert result.json() == {"detail": "Request timed out", "error_type": "request_timeout"}
+    assert result.headers["x-fal-error-type"] == "request_timeout"
+    # the server goes on: a quick request through the queue completes
+    base = f"/.fal/queue/local/{server.app_name}"
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        submitted = http.post(base + "/quick", json={}).json()
+        deadline = time.monotonic() + 10
+        while http.get(submitted["status_url"]).json()["status"] != "COMPLETED":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert http.get(submitted["response_url"]).json() == {"slept": 0.0}
+
+
+def test_request_timeout_through_the_url_layout_answers_fals_504(serve):
+    server = serve(_Slow)
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        began = time.monotonic()
+        response = http.post(f"/me/{server.app_name}/")
+        assert time.monotonic() - began < 0.9
+        assert response.status_code == 504
+        assert response.headers["x-fal-error-type"] == "request_timeout"
+        assert http.post(f"/me/{server.app_name}/quick").json() == {"slept": 0.0}
+
+
+def test_request_timeout_through_the_real_fal_client(serve):
+    fal_client = pytest.importorskip("fal_client")
+    from falkit.compat import use_fal_client
+
+    server = serve(_Slow)
+    with use_fal_client(server) as app_id:
+        handle = fal_client.submit(app_id, {}, path="/")
+        with pytest.raises(Exception) as caught:
+            handle.get()
+        assert "504" in str(caught.value) or "timed out" in str(caught.value).lower()
+        assert fal_client.submit(app_id, {}, path="/quick").get() == {"slept": 0.0}
+
+
+def test_websocket_through_the_url_layout_holds_a_slot(serve):
+    class Mux(fal.App, max_multiplexing=1):
+        @fal.endpoint("/")
+        def run(self) -> dict:
+            return {"ok": True}
+
+        @fal.realtime("/realtime")
+        def rt(self, input: dict) -> dict:
+            return input
+
+    server = serve(Mux)
+    with ThreadPoolExecutor(1) as pool:
+        with server.client as client, client.realtime(f"/me/{server.app_name}/realtime") as rt:
+            rt.send({"n": 1})
+            assert rt.recv(5) == {"n": 1}
+            waiting = pool.submit(_submit_all, server, "/", 1)
+            time.sleep(0.3)
+            assert not waiting.done()  # queued behind the open session, as on fal
+        assert [r.json() for r in waiting.result(20)] == [{"ok": True}]
