@@ -106,6 +106,17 @@ def _is_websocket_annotation(annotation: Any) -> bool:
     return text.rsplit(".", 1)[-1] == "WebSocket"
 
 
+def assign_device(instance: App, device: str) -> None:
+    """Place ``instance`` on ``device`` before its ``setup()`` runs (``self.device``)."""
+    instance._falkit_device = device
+
+
+def assigned_device(instance: App) -> str | None:
+    """The device ``instance`` was placed on, ``None`` while ``self.device`` was never
+    read or assigned (torch is not imported to find out)."""
+    return instance.__dict__.get("_falkit_device")
+
+
 class App:
     """A fal-style serverless app: subclass it, add ``setup()`` and routes.
 

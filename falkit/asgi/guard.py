@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from .messages import replay, send_json
+from .messages import read_body, replay, send_json
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -239,21 +239,13 @@ class Guard:
         then reads it from memory. ``None`` when it was too large (413 already sent)."""
         limit = self.spec.max_body_size
         assert limit is not None
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return replay([message], receive)
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > limit:
-                await _reply(send, 413, _too_large(size, limit, at_least=True))
-                return None
-            if not message.get("more_body", False):
-                body = b"".join(chunks)
-                message = {"type": "http.request", "body": body, "more_body": False}
-                return replay([message], receive)
+        body, messages = await read_body(receive, limit=limit)
+        if len(body) > limit:
+            await _reply(send, 413, _too_large(len(body), limit, at_least=True))
+            return None
+        if messages[-1]["type"] == "http.request":
+            messages = [{"type": "http.request", "body": body, "more_body": False}]
+        return replay(messages, receive)
 
 
 def _is_preflight(scope: Scope) -> bool:

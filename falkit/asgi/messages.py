@@ -13,18 +13,23 @@ if TYPE_CHECKING:
 Headers = list[tuple[bytes, bytes]]
 
 
-async def read_body(receive: Receive) -> tuple[bytes, list[Message]]:
-    """The request body, and every message read for it (to replay); stops at a disconnect,
-    with the body read so far."""
+async def read_body(
+    receive: Receive, *, limit: int | None = None
+) -> tuple[bytes, list[Message]]:
+    """The request body, and every message read for it (to replay). Stops at a disconnect
+    with the body read so far, and once more than ``limit`` bytes are in (the body then
+    returned is longer than ``limit``: the caller refuses it)."""
     messages: list[Message] = []
     chunks: list[bytes] = []
+    size = 0
     while True:
         message = await receive()
         messages.append(message)
         if message["type"] != "http.request":
             break
         chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
+        size += len(chunks[-1])
+        if not message.get("more_body", False) or (limit is not None and size > limit):
             break
     return b"".join(chunks), messages
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..app import App
+from ..app import App, assign_device
 from ..asgi import LimitSpec, call_hook
 from ..devices import free_memory, gpus_wanted, pick_device
 from ..exceptions import ServerNotRunning, SetupError
@@ -171,7 +171,7 @@ class Generations:
         current_ring.set(self.ring)
         instance = app_cls()
         if device is not None:
-            instance._falkit_device = device
+            assign_device(instance, device)
         began = time.perf_counter()
         await call_hook(instance.setup)
         self.setup_seconds = time.perf_counter() - began

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..app import App
+from ..app import App, assigned_device
 from ..asgi import (
     DEFAULT_MAX_MESSAGE_SIZE,
     LimitSpec,
@@ -205,7 +205,7 @@ class Server:
         """The device the app's models live on: name, total and used memory (torch's view
         for a GPU, the machine's RAM for ``cpu``). Never imports torch itself."""
         instance = self._instance
-        kind = instance.__dict__.get("_falkit_device") if instance is not None else None
+        kind = assigned_device(instance) if instance is not None else None
         if kind is None and "torch" in sys.modules:
             kind = pick_device(self.app_cls)
         return describe_device(kind or self.generations.device or "cpu")
