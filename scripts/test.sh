@@ -15,6 +15,11 @@ install_falkit "dev,torch,notebooks,ray"
 python -m pip install -q --no-deps "fal==1.83.0"
 python -m pip install -q isolate-proto grpc-interceptor "structlog<26" "rich<15" colorama tomli \
   "cloudpickle<3.2" opentelemetry-sdk "pathspec<1" starlette-exporter
+# The house rules first (STYLE.md): lint, types, and the layers contract (pyproject.toml).
+ruff check falkit tests benchmarks
+ruff format --check falkit tests benchmarks
+mypy falkit
+lint-imports
 set +e
 python -m pytest "$@"
 rc=$?
