@@ -59,7 +59,7 @@ from .exceptions import (
     SetupError,
 )
 from .routes import RouteSpec, endpoint, realtime
-from .serving import Server, get_server, serve, servers, stop_all
+from .serving import ConnectionSpec, Server, get_server, serve, servers, stop_all
 
 __version__ = "0.1.0"
 
@@ -73,6 +73,7 @@ __all__ = [
     "Client",
     "ClientError",
     "ConnectionLost",
+    "ConnectionSpec",
     "EncodeError",
     "ExportError",
     "FalkitError",

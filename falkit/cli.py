@@ -222,12 +222,12 @@ def _announce(server: Server) -> None:
     _say("Press Ctrl-C to stop.")
 
 
-def _reload(target: str, server: Server) -> Server:
+def _reload(args: argparse.Namespace, server: Server) -> Server:
     from .serving import serve
 
     try:
-        app_cls = load_app(target)
-        server = serve(app_cls, port=server.port, host=server.host)
+        app_cls = load_app(args.target)
+        server = serve(app_cls, port=server.port, host=server.host, allowed_hosts=args.allow_host)
     except Exception as exc:
         _say(f"falkit: reload failed, still serving the previous version: {exc}")
         return server
@@ -240,7 +240,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     path, _ = _split_target(args.target)
     mtime = path.stat().st_mtime  # before loading: an edit made during setup counts
-    server = serve(load_app(args.target), port=args.port, host=args.host)
+    server = serve(
+        load_app(args.target), port=args.port, host=args.host, allowed_hosts=args.allow_host
+    )
     _announce(server)
     seen = server.ring.version  # what setup() printed was shown while it ran
     with _stop_signals() as stop:
@@ -252,7 +254,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     return 1
                 if args.reload and path.stat().st_mtime != mtime:
                     mtime = path.stat().st_mtime
-                    previous, server = server, _reload(args.target, server)
+                    previous, server = server, _reload(args, server)
                     seen = seen if server is previous else server.ring.version
         finally:
             _say("falkit: stopping (teardown runs)")
@@ -322,6 +324,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=None, help="port (default: a free one)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--reload", action="store_true", help="re-import on file change")
+    serve.add_argument(
+        "--allow-host",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="also answer requests whose Host is NAME (default: loopback names only)",
+    )
     serve.set_defaults(run=cmd_serve)
     routes = sub.add_parser("routes", help="print the route table and the OpenAPI document")
     routes.add_argument("target", help="path/to/file.py::AppName")

@@ -32,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--fresh", action="store_true")
     serve.add_argument("--no-auth", action="store_true")
     serve.add_argument("--cors", action="append", default=None, metavar="ORIGIN")
+    serve.add_argument("--allow-host", action="append", default=None, metavar="NAME")
     stop = sub.add_parser("stop", add_help=False)
     stop.add_argument("name", nargs="?")
     stop.add_argument("--all", action="store_true")
@@ -52,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 USAGE = (
-    "usage: %fal serve NAME [--port N] [--host H] [--fresh] [--no-auth] [--cors ORIGIN] | "
+    "usage: %fal serve NAME [--port N] [--host H] [--fresh] [--no-auth] [--cors ORIGIN] "
+    "[--allow-host NAME] | "
     "%fal stop NAME | "
     "%fal stop --all | %fal ls | %fal logs NAME [-n N] | %fal playground NAME | "
     "%fal bench NAME PATH [-n N] [-c C] [--payload JSON] [--duration S]"
@@ -105,6 +107,7 @@ class FalMagic:
             fresh=args.fresh,
             auth=False if args.no_auth else None,
             cors_origins=args.cors,
+            allowed_hosts=args.allow_host,
         )
         # The card widget adds a "playground" button; its text and HTML parts are the
         # plain card's, so front ends without widgets show (and nbval compares) the same.

@@ -176,7 +176,7 @@ def test_streaming_generator_failing_mid_stream(serve):
 def _raw_post(port: int, path: str, body: bytes) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=5)
     head = (
-        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode()
     sock.sendall(head + body)
@@ -192,7 +192,7 @@ def test_client_disconnecting_mid_request(serve):
         sock.close()
     # half a body, then gone
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
-    sock.sendall(b'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"pro')
+    sock.sendall(b'POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{"pro')
     sock.close()
     alive(server)
     time.sleep(0.5)  # the abandoned sync handlers finish their sleep

@@ -52,12 +52,15 @@ def test_loopback_default_needs_no_key_and_prints_nothing(serve, capfd):
     assert "WARNING" not in capfd.readouterr().err
 
 
-def test_public_host_generates_a_key_prints_it_once_and_requires_it(serve, capfd):
+def test_public_host_generates_a_key_says_where_it_is_and_requires_it(serve, capfd):
     server = serve(Guarded, host="0.0.0.0")
     key = server.api_key
     assert key and len(key) >= 32
     err = capfd.readouterr().err
-    assert err.count(key) == 1 and "WARNING" in err and "reachable from the network" in err
+    # The key itself is never printed (a notebook saves its outputs): its start, and where
+    # to read it (tests/test_attacks.py checks a saved notebook too).
+    assert key not in err and key[:4] in err and ".api_key" in err
+    assert "WARNING" in err and "reachable from the network" in err
     url = _loopback_url(server)
     for headers in ({}, {"Authorization": "Key wrong"}, {"Authorization": f"Bearer {key}"}):
         r = httpx.post(url + "/", json={"prompt": "a"}, headers=headers)

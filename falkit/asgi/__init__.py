@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .context import REQUEST_ID_HEADER
 from .gateway import QueuedRequests
-from .guard import DEFAULT_MAX_BODY_SIZE, SecuritySpec, auth_headers, is_loopback
+from .guard import DEFAULT_MAX_BODY_SIZE, SecuritySpec, auth_headers, is_loopback, mask_key
 from .limits import LimitSpec
 from .limits import describe as describe_limits
 from .realtime import DEFAULT_MAX_MESSAGE_SIZE
@@ -29,5 +29,6 @@ __all__ = [
     "call_hook",
     "describe_limits",
     "is_loopback",
+    "mask_key",
     "parse_server_timing",
 ]

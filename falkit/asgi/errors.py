@@ -52,11 +52,69 @@ def _finite(value: Any) -> Any:
     return value
 
 
+#: A 422 quotes at most this many characters of each input it names, and names at most
+#: ``MAX_ERRORS`` errors: a 10 MB body of control bytes came back as a 60 MB 422.
+MAX_QUOTED = 1024
+MAX_ERRORS = 100
+
+
+def _quoted(value: Any) -> Any:
+    """``value`` as a 422 may quote it: text (a raw body's bytes decoded, bad UTF-8
+    replaced) cut to ``MAX_QUOTED`` characters; a container too large to quote is named."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        value = bytes(value[: MAX_QUOTED * 4]).decode("utf-8", errors="replace")
+    if isinstance(value, str):
+        if len(value) <= MAX_QUOTED:
+            return value
+        return value[:MAX_QUOTED] + f"... (cut: {len(value)} characters in all)"
+    if isinstance(value, (dict, list, tuple)) and _too_large(value, MAX_QUOTED):
+        return f"({type(value).__name__} of {len(value)} items, too large to quote)"
+    return value
+
+
+def _too_large(value: Any, budget: int) -> bool:
+    # A walk that stops as soon as the budget is spent: never the whole of a huge input.
+    stack, left = [value], budget
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+            left -= 2 + len(item)
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+            left -= 2 + len(item)
+        else:
+            left -= len(item) if isinstance(item, (str, bytes)) else 8
+        if left < 0:
+            return True
+    return False
+
+
+def _bounded(errors: Any) -> list[Any]:
+    shown = [
+        {**error, "input": _quoted(error["input"])} if "input" in error else error
+        for error in list(errors)[:MAX_ERRORS]
+    ]
+    if len(errors) > MAX_ERRORS:
+        shown.append(
+            {
+                "type": "too_many_errors",
+                "loc": ["body"],
+                "msg": f"{len(errors) - MAX_ERRORS} more errors not shown",
+                "input": None,
+            }
+        )
+    return shown
+
+
 async def validation_error(request: Request, exc: RequestValidationError) -> SafeJSONResponse:
-    """FastAPI's 422 ``{"detail": [...]}``, renderable whatever the input held."""
+    """FastAPI's 422 ``{"detail": [...]}``, renderable whatever the input held (a body that
+    is not UTF-8 included) and bounded in size whatever its size."""
     from fastapi.encoders import jsonable_encoder
 
-    return SafeJSONResponse({"detail": _finite(jsonable_encoder(exc.errors()))}, 422)
+    detail = _finite(jsonable_encoder(_bounded(exc.errors())))
+    return SafeJSONResponse({"detail": detail}, 422)
 
 
 def add_error_handlers(app: FastAPI) -> None:

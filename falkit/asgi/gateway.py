@@ -7,8 +7,11 @@ an app's own routes, answered locally under ``/.fal/``:
   caller gets a placeholder token, which the realtime route ignores.
 
 ``falkit.compat.use_fal_client`` points ``fal_client`` here. Queued requests run at
-once, in the background, through the app's ASGI stack; results are kept for the last
-``MAX_KEPT`` requests.
+once, in the background, through the app's ASGI stack (below this layer: the app's limits
+hold for them). What is kept is bounded: at most ``MAX_PENDING`` unfinished requests (more
+are answered 429), and finished results up to ``MAX_KEPT`` of them and ``MAX_KEPT_BYTES``
+in all, the oldest let go first (their lookups then answer 404, as an expired request does
+on fal); a single result larger than that is not kept at all (its lookup answers 507).
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ PREFIX = "/.fal"
 QUEUE = PREFIX + "/queue/"
 TOKENS = PREFIX + "/rest/tokens"
 MAX_KEPT = 1000
+MAX_PENDING = 1000
+MAX_KEPT_BYTES = 64 * 1024 * 1024
+_TOO_LARGE = b'{"detail":"the result is larger than the local queue keeps (MAX_KEPT_BYTES)"}'
 
 
 @dataclass
@@ -38,14 +44,46 @@ class _Request:
     status: int = 0
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     body: bytearray = field(default_factory=bytearray)
+    finished: bool = False  # the result is complete (or the request failed)
 
     @property
     def done(self) -> bool:
-        return self.task is not None and self.task.done()
+        return self.finished or (self.task is not None and self.task.done())
 
 
-class QueuedRequests(OrderedDict[str, _Request]):
-    """The queued requests of one server, oldest first (the last ``MAX_KEPT`` are kept)."""
+class _ResultTooLarge(Exception):
+    """A queued request's answer outgrew what the queue keeps."""
+
+
+class QueuedRequests:
+    """The queued requests of one server, oldest first, bounded as the module says."""
+
+    def __init__(self, max_kept: int = MAX_KEPT, max_bytes: int = MAX_KEPT_BYTES) -> None:
+        self.max_kept = max_kept
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[str, _Request] = OrderedDict()
+        self.pending = 0
+        self.kept_bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, rid: str) -> _Request | None:
+        return self._entries.get(rid)
+
+    def add(self, rid: str, entry: _Request) -> None:
+        self._entries[rid] = entry
+        self.pending += 1
+
+    def finished(self, entry: _Request) -> None:
+        """``entry``'s result is complete: count it, and let the oldest results go."""
+        self.pending -= 1
+        self.kept_bytes += len(entry.body)
+        finished = [rid for rid, e in self._entries.items() if e is not entry and e.done]
+        for rid in finished:
+            if self.kept_bytes <= self.max_bytes and len(self._entries) <= self.max_kept:
+                break
+            self.kept_bytes -= len(self._entries.pop(rid).body)
 
 
 class FalGateway:
@@ -81,13 +119,14 @@ class FalGateway:
             await send_json(send, 405, {"detail": "Method Not Allowed"})
 
     async def _submit(self, scope: Scope, receive: Receive, send: Send, base: str, path: str):
+        if self.requests.pending >= MAX_PENDING:
+            await send_json(send, 429, {"detail": f"over {MAX_PENDING} queued requests"})
+            return
         body, _ = await read_body(receive)
         request_id = str(uuid.uuid4())
         entry = _Request()
         entry.task = asyncio.create_task(self._run(entry, scope, path, body))
-        self.requests[request_id] = entry
-        while len(self.requests) > MAX_KEPT:
-            self.requests.popitem(last=False)
+        self.requests.add(request_id, entry)
         await send_json(send, 200, _urls(base, request_id) | {"status": "IN_QUEUE"})
 
     async def _run(self, entry: _Request, scope: Scope, path: str, body: bytes) -> None:
@@ -108,12 +147,20 @@ class FalGateway:
                 entry.headers = list(message.get("headers", []))
             elif message["type"] == "http.response.body":
                 entry.body += message.get("body", b"")
+                if len(entry.body) > self.requests.max_bytes:
+                    raise _ResultTooLarge
 
         try:
             await self.app(inner, receive, collect)
+        except _ResultTooLarge:
+            entry.status, entry.body = 507, bytearray(_TOO_LARGE)
+            entry.headers = [(b"content-type", b"application/json")]
         except Exception:
             if not entry.status:
                 entry.status, entry.body = 500, bytearray(b'{"detail":"Internal Server Error"}')
+        finally:
+            entry.finished = True
+            self.requests.finished(entry)
 
     async def _lookup(self, send: Send, method: str, base: str, rid: str, tail: list[str]):
         entry = self.requests.get(rid)

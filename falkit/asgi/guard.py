@@ -1,6 +1,19 @@
 """A dev server's safe defaults, as one pure ASGI middleware (``Guard``) in front of the app:
-an API key (``Authorization: Key <key>``, fal's header), a CORS allow-list that also
-governs WebSocket origins, and a request body limit answered with 413.
+a ``Host`` allow-list, an API key (``Authorization: Key <key>``, fal's header), a CORS
+allow-list that also governs WebSocket origins, and a request body limit answered with 413.
+
+Why the ``Host`` header is checked first: a server on 127.0.0.1 is reachable from every page
+the user's browser opens. A page on ``http://attacker.example:PORT`` whose name the attacker
+re-resolves to 127.0.0.1 (DNS rebinding) is *same-origin* with the server as far as the
+browser knows, so the Origin rule below lets it through; only its ``Host`` header
+(``attacker.example:PORT``) gives it away. As Jupyter Server does (``local_hostnames``,
+``allow_remote_access``), only loopback names and addresses, the address the server is bound
+to and the names the user lists (``allowed_hosts``) are served; a server bound to every
+interface (``0.0.0.0``) needs a key anyway and takes any name. On JupyterHub/Binder the
+browser reaches the server only through jupyter-server-proxy, which forwards the hub's
+``Host``: a request is taken as the proxy's when it carries the proxy's
+``X-Forwarded-Context`` for this server's path, or, for a WebSocket handshake (which the
+proxy forwards without it), when its Origin is the hub's own.
 
 Why an ``Origin`` not on the list is refused, not merely left without CORS headers: a web
 page the user visits can still *send* a simple cross-site POST to ``127.0.0.1`` (the browser
@@ -16,9 +29,10 @@ Hot path: with no key and no allow-list, a request costs one scan of its header 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -30,6 +44,7 @@ if TYPE_CHECKING:
 #: Largest request body accepted by default (bytes); ``serve(..., max_body_size=...)``.
 DEFAULT_MAX_BODY_SIZE = 64 * 1024 * 1024
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 _PREFLIGHT_MAX_AGE = b"600"
 
 
@@ -43,6 +58,11 @@ def is_loopback(host: str) -> bool:
     return host in LOOPBACK_HOSTS or host.startswith("127.")
 
 
+def mask_key(key: str) -> str:
+    """``key`` as it may be shown where it would be saved: its first 4 characters only."""
+    return key[:4] + "..." + f" ({len(key)} characters)"
+
+
 def auth_headers(key: str | None) -> dict[str, str]:
     """The headers a client sends to a server guarded by ``key`` (none when ``None``)."""
     return {"Authorization": f"Key {key}"} if key else {}
@@ -51,12 +71,14 @@ def auth_headers(key: str | None) -> dict[str, str]:
 @dataclass(frozen=True)
 class SecuritySpec:
     """What ``Guard`` enforces: ``api_key`` (``None``: no key needed), the allowed browser
-    ``cors_origins`` (``"*"`` allows any) and ``max_body_size`` in bytes (``None``: no
-    limit)."""
+    ``cors_origins`` (``"*"`` allows any), ``max_body_size`` in bytes (``None``: no
+    limit), and the ``Host`` names served besides loopback ones: ``allowed_hosts`` (lower
+    case, no port; ``"*"`` allows any, as a server bound to every interface does)."""
 
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # never in a repr or a log
     cors_origins: tuple[str, ...] = ()
     max_body_size: int | None = DEFAULT_MAX_BODY_SIZE
+    allowed_hosts: tuple[str, ...] = ()
 
     @classmethod
     def of(
@@ -65,10 +87,12 @@ class SecuritySpec:
         auth: bool | str | None,
         cors_origins: Iterable[str] | None,
         max_body_size: int | None,
+        allowed_hosts: Iterable[str] | None = None,
     ) -> SecuritySpec:
         """The spec for a server on ``host``: ``auth=None`` means a key is generated exactly
         when ``host`` is not loopback; ``True`` always generates one, a string is the key,
-        ``False`` turns keys off. Raises ``ValueError`` on a malformed option."""
+        ``False`` turns keys off. ``host`` itself is an allowed ``Host`` name (any name,
+        when it is every interface). Raises ``ValueError`` on a malformed option."""
         if isinstance(auth, str):
             if not auth.strip() or any(c.isspace() for c in auth):
                 raise ValueError("auth must be a non-empty key without spaces, True or False")
@@ -89,15 +113,51 @@ class SecuritySpec:
             or max_body_size < 1
         ):
             raise ValueError(f"max_body_size must be a positive int or None, got {max_body_size!r}")
-        return cls(key, origins, max_body_size)
+        names = [allowed_hosts] if isinstance(allowed_hosts, str) else list(allowed_hosts or ())
+        hosts = {_host_name(name) for name in names}
+        hosts.add("*" if host in WILDCARD_HOSTS else _host_name(host))
+        return cls(key, origins, max_body_size, tuple(sorted(hosts - _always_allowed(hosts))))
 
     @property
     def active(self) -> bool:
-        """False when there is nothing to check (no key, no list, no body limit)."""
-        return self != SecuritySpec(max_body_size=None)
+        """False when there is nothing to check (no key, no list, no body limit, any
+        host)."""
+        return self != SecuritySpec(max_body_size=None, allowed_hosts=("*",))
+
+    def allows_host(self, name: str) -> bool:
+        """True when ``name`` (a ``Host`` header's name: lower case, no port) is served."""
+        return (
+            "*" in self.allowed_hosts
+            or name in self.allowed_hosts
+            or name == "localhost"
+            or name.endswith(".localhost")  # RFC 6761: loopback, never an attacker's name
+            or _is_loopback_address(name)
+            or not name  # no Host at all: HTTP/1.0 tools, never a browser
+        )
 
     def allows(self, origin: str) -> bool:
         return "*" in self.cors_origins or origin.rstrip("/") in self.cors_origins
+
+
+def _host_name(value: str) -> str:
+    """The name part of a ``Host`` value (``[::1]:80`` -> ``::1``), lower case."""
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1 : value.find("]")] if "]" in value else value[1:]
+    if value.count(":") == 1:
+        value = value.split(":", 1)[0]
+    return value.rstrip(".")
+
+
+def _is_loopback_address(name: str) -> bool:
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _always_allowed(names: set[str]) -> set[str]:
+    return {n for n in names if n != "*" and SecuritySpec(allowed_hosts=()).allows_host(n)}
 
 
 def _origin(value: str) -> str:
@@ -115,10 +175,17 @@ def _origin(value: str) -> str:
 class _Headers:
     """The few request headers the guard reads, from one pass over the raw list."""
 
-    __slots__ = ("authorization", "chunked", "content_length", "host", "origin")
+    __slots__ = (
+        "authorization",
+        "chunked",
+        "content_length",
+        "forwarded_context",
+        "host",
+        "origin",
+    )
 
     def __init__(self, raw: Iterable[tuple[bytes, bytes]]) -> None:
-        self.authorization = self.origin = self.host = b""
+        self.authorization = self.origin = self.host = self.forwarded_context = b""
         self.content_length: bytes | None = None
         self.chunked = False
         for name, value in raw:
@@ -132,16 +199,21 @@ class _Headers:
                 self.host = value
             elif name == b"transfer-encoding":
                 self.chunked = b"chunked" in value.lower()
+            elif name == b"x-forwarded-context":
+                self.forwarded_context = value
 
 
 class Guard:
     """ASGI middleware enforcing a ``SecuritySpec`` on HTTP requests and WebSocket
     handshakes; lifespan and other scopes pass through untouched."""
 
-    def __init__(self, app: ASGIApp, spec: SecuritySpec) -> None:
+    def __init__(self, app: ASGIApp, spec: SecuritySpec, proxy_root: str = "") -> None:
         self.app = app
         self.spec = spec
         self._key = f"Key {spec.api_key}".encode() if spec.api_key else None
+        # Behind jupyter-server-proxy (a hub): the path it serves this server under.
+        self._proxy_root = proxy_root.encode("latin-1")
+        self._hosts: dict[bytes, bool] = {}  # Host header -> allowed, remembered
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -150,9 +222,13 @@ class Guard:
             return
         headers = _Headers(scope["headers"])
         origin = headers.origin.decode("latin-1")
+        if not self._host_allowed(headers, kind):
+            host = headers.host.decode("latin-1")
+            await self._refuse(scope, receive, send, 403, _foreign_host(host))
+            return
         foreign = (
             bool(origin)
-            and not self._same_origin(origin, headers)
+            and not self._same_origin(origin, headers, scope)
             and not (self.spec.allows(origin))
         )
         if kind == "websocket":
@@ -176,8 +252,28 @@ class Guard:
 
     # -- decisions --
 
-    def _same_origin(self, origin: str, headers: _Headers) -> bool:
-        return urlsplit(origin).netloc.encode("latin-1") == headers.host
+    def _host_allowed(self, headers: _Headers, kind: str) -> bool:
+        allowed = self._hosts.get(headers.host)
+        if allowed is None:
+            allowed = self.spec.allows_host(_host_name(headers.host.decode("latin-1")))
+            if len(self._hosts) < 256:  # a bounded memo: Host values are the client's
+                self._hosts[headers.host] = allowed
+        if allowed or not self._proxy_root:
+            return allowed
+        if kind == "http":
+            return headers.forwarded_context == self._proxy_root
+        return (
+            bool(headers.origin)
+            and urlsplit(headers.origin.decode("latin-1")).netloc.encode("latin-1") == headers.host
+        )
+
+    def _same_origin(self, origin: str, headers: _Headers, scope: Scope) -> bool:
+        parts = urlsplit(origin)
+        if parts.netloc.encode("latin-1") != headers.host:
+            return False
+        # Behind a hub the proxy (and the hub's TLS) sits between: only the name is compared.
+        secure = scope.get("scheme") in ("https", "wss")
+        return bool(self._proxy_root) or parts.scheme == ("https" if secure else "http")
 
     def _authorized(self, headers: _Headers) -> bool:
         return self._key is None or hmac.compare_digest(headers.authorization, self._key)
@@ -212,12 +308,17 @@ class Guard:
         origin: str,
     ) -> None:
         if foreign or not self._authorized(headers):
-            # Closing before accepting makes the server answer the handshake with 403.
-            message = await receive()
-            if message["type"] == "websocket.connect":
-                await send({"type": "websocket.close", "code": 1008})
+            await _close_handshake(receive, send)
             return
         await self.app(scope, receive, send)
+
+    async def _refuse(
+        self, scope: Scope, receive: Receive, send: Send, status: int, detail: str
+    ) -> None:
+        if scope["type"] == "websocket":
+            await _close_handshake(receive, send)
+        else:
+            await _reply(send, status, detail)
 
     async def _preflight(self, send: Send, origin: str, foreign: bool) -> None:
         if foreign:
@@ -246,6 +347,21 @@ class Guard:
         if messages[-1]["type"] == "http.request":
             messages = [{"type": "http.request", "body": body, "more_body": False}]
         return replay(messages, receive)
+
+
+async def _close_handshake(receive: Receive, send: Send) -> None:
+    # Closing before accepting makes the server answer the handshake with 403.
+    message = await receive()
+    if message["type"] == "websocket.connect":
+        await send({"type": "websocket.close", "code": 1008})
+
+
+def _foreign_host(host: str) -> str:
+    return (
+        f"host {host!r} is not allowed: this server answers its loopback names and "
+        "addresses. To reach it under another name, serve with "
+        f"allowed_hosts=[{_host_name(host)!r}] (or `--allow-host {_host_name(host)}`)"
+    )
 
 
 def _is_preflight(scope: Scope) -> bool:

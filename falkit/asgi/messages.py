@@ -13,9 +13,7 @@ if TYPE_CHECKING:
 Headers = list[tuple[bytes, bytes]]
 
 
-async def read_body(
-    receive: Receive, *, limit: int | None = None
-) -> tuple[bytes, list[Message]]:
+async def read_body(receive: Receive, *, limit: int | None = None) -> tuple[bytes, list[Message]]:
     """The request body, and every message read for it (to replay). Stops at a disconnect
     with the body read so far, and once more than ``limit`` bytes are in (the body then
     returned is longer than ``limit``: the caller refuses it)."""

@@ -4,7 +4,8 @@ threads; the server, the CLI and Ray Serve all serve what this returns.
 A request takes the layers below in this order, outermost first (``build_asgi`` lists them
 in the same order, and nothing else adds one):
 
-1. ``Guard`` (``guard``): API key, foreign browser origins, body size.
+1. ``Guard`` (``guard``): the ``Host`` allow-list, API key, foreign browser origins, body
+   size.
 2. ``FalGateway`` (``gateway``): fal's ``/.fal/`` queue and token endpoints. A queued request
    runs later through the layers from 3 on, as if it had come directly.
 3. ``FalURLLayout`` (``layout``): ``/<owner>/<app-name>/<route>`` becomes ``/<route>``.
@@ -136,7 +137,11 @@ def build_asgi(
     limits = limits if limits is not None else LimitSpec.of(cls)
     routes = {spec.path for spec in cls.routes()}
     stack = [
-        *([Middleware(Guard, spec=security)] if security is not None and security.active else []),
+        *(
+            [Middleware(Guard, spec=security, proxy_root=root_path)]
+            if security is not None and security.active
+            else []
+        ),
         Middleware(FalGateway, requests=queue),
         Middleware(FalURLLayout, app_name=cls.app_name),
         *([Middleware(RequestLimiter, spec=limits, route_paths=routes)] if limits.active else []),

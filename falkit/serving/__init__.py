@@ -9,12 +9,14 @@ hub-aware browser links, ``on_serve`` (to follow an app served again) and ``perc
 from __future__ import annotations
 
 from .card import card_html, card_rows, card_text
+from .connections import ConnectionSpec
 from .proxy import browser_url, proxy_root_path
 from .registry import get_server, on_serve, serve, servers, stop_all
 from .server import Server
 from .stats import percentile
 
 __all__ = [
+    "ConnectionSpec",
     "Server",
     "browser_url",
     "card_html",

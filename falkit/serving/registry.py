@@ -13,10 +13,11 @@ import time
 from collections.abc import Callable, Sequence
 
 from ..app import App
-from ..asgi import DEFAULT_MAX_BODY_SIZE, LimitSpec, SecuritySpec, is_loopback
+from ..asgi import DEFAULT_MAX_BODY_SIZE, LimitSpec, SecuritySpec, is_loopback, mask_key
 from ..exceptions import ServerError, ServerNotRunning
 from ..interop import app_class
 from .changes import restart_reason
+from .connections import ConnectionSpec
 from .server import Server
 
 _registry: dict[str, Server] = {}
@@ -50,6 +51,8 @@ def serve(
     auth: bool | str | None = None,
     cors_origins: Sequence[str] | None = None,
     max_body_size: int | None = DEFAULT_MAX_BODY_SIZE,
+    allowed_hosts: Sequence[str] | None = None,
+    connections: ConnectionSpec | None = None,
 ) -> Server:
     """Serve ``app_cls`` from a background thread and return the running ``Server``.
 
@@ -70,7 +73,10 @@ def serve(
     for the server and shown once (``server.client`` sends it); ``auth`` is ``False`` to
     turn keys off, ``True`` to require one on loopback too, or the key itself. Browser
     pages of other origins are refused unless listed in ``cors_origins``; request bodies
-    over ``max_body_size`` bytes (default 64 MiB, ``None``: no limit) get 413.
+    over ``max_body_size`` bytes (default 64 MiB, ``None``: no limit) get 413. Requests
+    whose ``Host`` is not a loopback name or address, the bound address or one of
+    ``allowed_hosts`` get 403 (DNS rebinding); ``connections`` (a ``falkit.ConnectionSpec``)
+    bounds each connection's headers, pauses and the number open.
     """
     app_cls = app_class(app_cls)
     limits = LimitSpec.of(app_cls)
@@ -78,8 +84,9 @@ def serve(
         old = _registry.get(app_cls.app_name)
         if old is not None and not old.running:
             old, _ = None, _registry.pop(app_cls.app_name)
-        security = _security(old, host, auth, cors_origins, max_body_size)
-        if old is not None and _same_place(old, port, host, ws_max_size, security):
+        security = _security(old, host, auth, cors_origins, max_body_size, allowed_hosts)
+        connections = connections or ConnectionSpec()
+        if old is not None and _same_place(old, port, host, ws_max_size, security, connections):
             reason = "fresh requested" if fresh else restart_reason(old.app_cls, app_cls)
             if reason is None:
                 old.generations.swap(app_cls, limits)
@@ -94,6 +101,7 @@ def serve(
             host=host,
             ws_max_size=ws_max_size,
             security=security,
+            connections=connections,
         )
         _registry[app_cls.app_name] = server
     _warn_if_exposed(server)
@@ -111,25 +119,29 @@ def _security(
     auth: bool | str | None,
     cors_origins: Sequence[str] | None,
     max_body_size: int | None,
+    allowed_hosts: Sequence[str] | None,
 ) -> SecuritySpec:
     if auth is None and old is not None and old.host == host and old.api_key is not None:
         auth = old.api_key  # serving again keeps the key already shown, not a new one
     try:
-        return SecuritySpec.of(host, auth, cors_origins, max_body_size)
+        return SecuritySpec.of(host, auth, cors_origins, max_body_size, allowed_hosts)
     except ValueError as exc:
         raise ServerError(str(exc)) from None
 
 
 def _warn_if_exposed(server: Server) -> None:
-    # Printed, not warnings.warn: the key must reach the user's eyes once, in the cell.
+    # Printed, not warnings.warn: the warning must reach the user's eyes, in the cell. The
+    # key itself never is: a notebook saves its cells' outputs (and so would put the key in
+    # git); only its first characters, and where to read it.
     if is_loopback(server.host):
         return
     if server.api_key is None:
         how = "with NO key (auth=False): anyone who can reach this machine can call it"
     else:
         how = (
-            f"requests need the header 'Authorization: Key {server.api_key}' (shown once; "
-            "server.client and the playground send it)"
+            f"requests need the header 'Authorization: Key {mask_key(server.api_key)}' "
+            f"(the key: falkit.get_server({server.app_name!r}).api_key; server.client and "
+            "the playground send it)"
         )
     print(
         f"falkit: WARNING {server.app_name} listens on {server.url}, reachable from the "
@@ -139,7 +151,12 @@ def _warn_if_exposed(server: Server) -> None:
 
 
 def _same_place(
-    old: Server, port: int | None, host: str, ws_max_size: int | None, security: SecuritySpec
+    old: Server,
+    port: int | None,
+    host: str,
+    ws_max_size: int | None,
+    security: SecuritySpec,
+    connections: ConnectionSpec,
 ) -> bool:
     # uvicorn's own settings (socket, frame cap, guard) cannot change under a running server.
     return (
@@ -147,6 +164,7 @@ def _same_place(
         and host == old.host
         and ws_max_size in (None, old.ws_max_size)
         and security == old.security
+        and connections == old.connections
     )
 
 
@@ -159,6 +177,7 @@ def _start_new(
     host: str,
     ws_max_size: int | None,
     security: SecuritySpec,
+    connections: ConnectionSpec,
 ) -> Server:
     began = time.perf_counter()
     action = ""
@@ -173,6 +192,7 @@ def _start_new(
         port=port or 0,
         ws_max_size=ws_max_size,
         security=security,
+        connections=connections,
         limits=limits,
         on_stop=_forget,
     )._start()

@@ -42,6 +42,7 @@ from ..client import Client
 from ..devices import DeviceSpec, describe_device, pick_device
 from ..exceptions import PortInUseError, ServerError, SetupError
 from .card import card_html, card_text
+from .connections import ConnectionSpec
 from .generations import Generations, resolve_device, setup_failed, startup_timeout_error
 from .kernel import install as install_kernel_first
 from .kernel import yield_to_kernel
@@ -58,7 +59,9 @@ if TYPE_CHECKING:
     from ..routes import RouteSpec
 
 _client_lock = threading.Lock()
-KEEP_ALIVE_S = 75  # longer than clients' pools keep idle connections (httpx: 5 s)
+#: uvicorn's frame cap over the server's ``ws_max_size``: realtime frames up to this far
+#: over the limit get fal's error frame, larger ones a bare close 1009.
+WS_HEADROOM = 64 * 1024
 
 
 def _new_event_loop() -> asyncio.AbstractEventLoop:
@@ -108,11 +111,13 @@ class Server:
         port: int,
         ws_max_size: int | None = None,
         security: SecuritySpec | None = None,
+        connections: ConnectionSpec | None = None,
         limits: LimitSpec | None = None,
         on_stop: Callable[[Server], None] | None = None,
     ) -> None:
         self.host = host
         self.security = security or SecuritySpec()
+        self.connections = connections or ConnectionSpec()
         self.ws_max_size = ws_max_size or DEFAULT_MAX_MESSAGE_SIZE
         self.ring = LogRing()
         self._sock = _bind(host, port)
@@ -316,6 +321,10 @@ class Server:
         except BaseException as exc:
             self._setup_error = exc
             return
+        # uvicorn's protocol (and with it the server stack) loads in the server's thread,
+        # not on ``import falkit`` (benchmarks/startup.py).
+        from .protocol import bounded_protocol
+
         config = uvicorn.Config(
             self._dispatch,
             log_config=None,
@@ -323,13 +332,15 @@ class Server:
             interface="asgi3",
             access_log=False,
             timeout_graceful_shutdown=5,
-            # uvicorn closes idle keep-alive connections after 5 s, exactly when httpx's
-            # pool expires them: a request sent at that moment met the close (1 ReadError in
-            # 30,000 soak requests). Clients now always let go first.
-            timeout_keep_alive=KEEP_ALIVE_S,
+            http=bounded_protocol(self.connections),  # bounds before headers complete
+            timeout_keep_alive=self.connections.keep_alive_timeout,  # type: ignore[arg-type]
             # The realtime layer enforces ``ws_max_size`` itself and answers an oversize
-            # frame with fal's error frame; uvicorn's cap (a bare 1009 close) sits above.
-            ws_max_size=4 * self.ws_max_size,
+            # frame with fal's error frame; uvicorn's cap (a bare 1009 close) sits just
+            # above, so no message much larger is ever buffered. No permessage-deflate: a
+            # 60 KiB frame inflated to 60 MiB before any size check, and falkit's clients
+            # never ask for it (it costs more than it saves on tensors and images).
+            ws_max_size=self.ws_max_size + WS_HEADROOM,
+            ws_per_message_deflate=False,
         )
         self._uvicorn = uvicorn.Server(config)
         try:
