@@ -545,3 +545,70 @@ def test_the_key_is_not_in_a_saved_notebook(tmp_path: Path):
     key = key_file.read_text()
     assert len(key) > 20 and key not in saved
     assert "api_key" in saved  # the serve cell says where to read it
+
+
+# -- DNS rebinding in a real browser ------------------------------------------------------
+
+EVIL_PAGE = """<!doctype html><title>evil</title><script>
+async function attack() {
+  const out = {};
+  for (const [name, init] of [["openapi", {}], ["docs", {}],
+      ["post", {method: "POST", headers: {"content-type": "application/json"},
+                body: JSON.stringify({prompt: "pwned"})}]]) {
+    const path = name === "openapi" ? "/openapi.json" : name === "docs" ? "/docs" : "/";
+    try { const r = await fetch(path, init); out[name] = [r.status, await r.text()]; }
+    catch (e) { out[name] = [0, String(e)]; }
+  }
+  for (const path of ["/ws", "/realtime"]) {
+    out[path] = await new Promise((done) => {
+      const ws = new WebSocket(`ws://${location.host}${path}`);
+      ws.onopen = () => { ws.close(); done("open"); };
+      ws.onerror = () => done("refused");
+      setTimeout(() => done("timeout"), 5000);
+    });
+  }
+  return out;
+}
+</script>"""
+
+
+def test_a_rebound_page_in_chromium_can_neither_fetch_nor_open_websockets(serve):
+    from test_browser import CHROMIUM, CHROMIUM_ARGS, _require_browser
+
+    _require_browser()
+    from playwright.sync_api import sync_playwright
+
+    server = serve(Target)
+    evil = f"http://attacker.test:{server.port}"
+    # attacker.test resolves to 127.0.0.1, as the attacker's DNS answers once rebound.
+    # Chromium's own Private Network Access checks are turned off: Firefox and Safari have
+    # none, and Chromium's enforcement for plain-http pages has changed from release to
+    # release; the server must refuse the page by itself.
+    args = [
+        *CHROMIUM_ARGS,
+        "--host-resolver-rules=MAP attacker.test 127.0.0.1",
+        "--disable-features=LocalNetworkAccessChecks,BlockInsecurePrivateNetworkRequests,"
+        "PrivateNetworkAccessRespectPreflightResults,PrivateNetworkAccessSendPreflights",
+    ]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=args)
+        try:
+            page = browser.new_page()
+            # The page itself comes from the attacker's server before the rebinding: the
+            # test serves it to the browser directly; every request it makes afterwards
+            # goes to 127.0.0.1:PORT, with Host attacker.test:PORT.
+            page.route(
+                f"{evil}/evil.html",
+                lambda route: route.fulfill(body=EVIL_PAGE, content_type="text/html"),
+            )
+            page.goto(f"{evil}/evil.html")
+            out = page.evaluate("attack()")
+        finally:
+            browser.close()
+    for name in ("openapi", "docs", "post"):
+        status, text = out[name]
+        assert status == 403, (name, status, text[:200])
+        assert "attacker.test" in json.loads(text)["detail"]
+    assert out["/ws"] == "refused" and out["/realtime"] == "refused"
+    assert CALLS == []  # no handler ran
+    _still_serves(server)
