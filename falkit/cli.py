@@ -22,6 +22,7 @@ stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import importlib.abc
 import importlib.util
 import json
 import signal
@@ -75,13 +76,42 @@ def _fal_resolves_to_falkit() -> Iterator[None]:
     missing = object()
     previous = sys.modules.get("fal", missing)
     sys.modules["fal"] = falkit  # type: ignore[assignment]
+    finder = _FalSubmodules()
+    sys.meta_path.insert(0, finder)
     try:
         yield
     finally:
+        sys.meta_path.remove(finder)
+        for name in finder.aliased:
+            sys.modules.pop(name, None)
         if previous is missing:
             sys.modules.pop("fal", None)
         else:
             sys.modules["fal"] = previous  # type: ignore[assignment]
+
+
+class _FalSubmodules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """``import fal.toolkit.image`` as falkit's own ``falkit.toolkit.image`` (the same module
+    object, not a second copy with classes of its own) while ``fal`` stands for falkit."""
+
+    def __init__(self) -> None:
+        self.aliased: list[str] = []
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if not fullname.startswith("fal."):
+            return None
+        try:
+            module = importlib.import_module("falkit." + fullname[len("fal.") :])
+        except ImportError:
+            return None
+        self.aliased.append(fullname)
+        return importlib.util.spec_from_loader(fullname, self, origin=module.__name__)
+
+    def create_module(self, spec: Any) -> Any:
+        return importlib.import_module("falkit." + spec.name[len("fal.") :])
+
+    def exec_module(self, module: Any) -> None:
+        pass  # already executed, as falkit's
 
 
 def _module_name(path: Path) -> str:

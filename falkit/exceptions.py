@@ -18,7 +18,9 @@
     ├── ExportError             a notebook or class cannot be exported for ``fal deploy``
     ├── CLIError                bad command-line input (exit status 2)
     ├── FormError               a playground form holds what cannot be sent (bad JSON)
-    └── MissingDependency       an optional package is not installed (says what to install)
+    ├── MissingDependency       an optional package is not installed (says what to install)
+    └── ToolkitError            a ``fal.toolkit`` call failed or has no local form; fal's
+                                toolkit errors (``DownloadError``, ...) derive from it
 
 Each also derives from the built-in exception its callers would catch (``ValueError``,
 ``TypeError``, ``OSError``, ``LookupError``, ``ConnectionError``, ``ImportError``), so
@@ -117,3 +119,10 @@ class FormError(FalkitError, ValueError):
 class MissingDependency(FalkitError, ImportError):
     """An optional package a feature needs is not installed; the message says how to
     install it."""
+
+
+class ToolkitError(FalkitError):
+    """A ``fal.toolkit`` call failed, or has no local form (a download from off this
+    machine, an upload to fal's CDN); the message says what to do instead.
+    ``falkit.toolkit``'s exceptions, fal's names (``FalTookitException``,
+    ``DownloadError``, ``FileUploadException``, ``KVStoreException``), derive from it."""

@@ -7,8 +7,8 @@ each taken from the last definition before the point it is needed. What is left 
 magics (``%...``, ``%%...``, ``!...``), cells that do not parse as Python, and every
 statement the class does not need (calls, ``falkit.serve(...)``, exploration).
 ``import falkit as fal`` becomes ``import fal`` (and ``from falkit import App, endpoint,
-realtime, toolkit`` and ``from falkit.toolkit import ...`` come from ``fal``) so the file is
-ready for ``fal deploy``; falkit's own names
+realtime, toolkit`` and ``from falkit.toolkit[.module] import ...`` come from ``fal``) so
+the file is ready for ``fal deploy``; falkit's own names
 (``from falkit import codec``) stay imported from falkit, which the deployment then needs.
 ``falkit serve`` runs the file too, with or without the ``fal`` SDK installed.
 """
@@ -51,6 +51,24 @@ _DEFINING = (
 _BUILTINS = frozenset(dir(builtins))
 #: What ``falkit`` and fal's SDK both export; ``from falkit import`` of these becomes fal's.
 SHARED_WITH_FAL = frozenset({"App", "endpoint", "realtime", "toolkit"})
+#: ``falkit.toolkit``'s modules that are ``fal.toolkit``'s too: importing one becomes fal's.
+FAL_TOOLKIT_MODULES = frozenset(
+    [
+        "audio",
+        "compilation",
+        "constraints",
+        "exceptions",
+        "file",
+        "image",
+        "kv",
+        "pydantic",
+        "types",
+        "utils",
+        "video",
+    ]
+)
+#: Names ``falkit.toolkit`` offers that fal's toolkit keeps only in a submodule.
+_TOOLKIT_ELSEWHERE = {"ImageSize": "fal.toolkit.image"}
 
 
 # -- reading cells -----------------------------------------------------------------------
@@ -213,8 +231,16 @@ def _is_app(statements: list[_Stmt], stmt: _Stmt, seen: frozenset[int] = frozens
 
 def _rewrite_import_from(node: ast.ImportFrom, keep: set[str]) -> str:
     aliases = [a for a in node.names if (a.asname or a.name) in keep or a.name == "*"]
-    if node.module == "falkit.toolkit" and not node.level:  # its names are fal's toolkit's
-        return ast.unparse(ast.ImportFrom(module="fal.toolkit", names=aliases, level=0))
+    fal_module = _fal_toolkit_module(node.module) if not node.level else None
+    if fal_module:  # the toolkit's names are fal's toolkit's
+        homes: dict[str, list[ast.alias]] = {}
+        for alias in aliases:
+            home = fal_module
+            if fal_module == "fal.toolkit":
+                home = _TOOLKIT_ELSEWHERE.get(alias.name, fal_module)
+            homes.setdefault(home, []).append(alias)
+        imports = [ast.ImportFrom(module=m, names=names, level=0) for m, names in homes.items()]
+        return "\n".join(ast.unparse(line) for line in imports)
     if node.module != "falkit":
         return ast.unparse(ast.ImportFrom(module=node.module, names=aliases, level=node.level))
     # Names fal's SDK has come from fal; falkit's own (codec, Client, ...) stay falkit's.
@@ -225,6 +251,16 @@ def _rewrite_import_from(node: ast.ImportFrom, keep: set[str]) -> str:
     return "\n".join(ast.unparse(line) for line in lines)
 
 
+def _fal_toolkit_module(module: str | None) -> str | None:
+    """``fal.toolkit[.x]`` for ``falkit.toolkit[.x]`` when fal has that module."""
+    parts = (module or "").split(".")
+    if parts[:2] != ["falkit", "toolkit"]:
+        return None
+    if len(parts) > 2 and parts[2] not in FAL_TOOLKIT_MODULES:
+        return None  # falkit's own (``falkit.toolkit.sources``): stays falkit's
+    return ".".join(["fal", *parts[1:]])
+
+
 def _rewrite_import(node: ast.Import | ast.ImportFrom, keep: set[str]) -> str:
     if isinstance(node, ast.ImportFrom):
         return _rewrite_import_from(node, keep)
@@ -233,8 +269,11 @@ def _rewrite_import(node: ast.Import | ast.ImportFrom, keep: set[str]) -> str:
         bound = alias.asname or alias.name.split(".")[0]
         if bound not in keep:
             continue
+        fal_module = _fal_toolkit_module(alias.name)
         if alias.name == "falkit" and bound == "fal":
             lines.append("import fal")
+        elif fal_module and alias.asname:  # ``import falkit.toolkit.image as image``
+            lines.append(ast.unparse(ast.Import(names=[ast.alias(fal_module, alias.asname)])))
         else:
             lines.append(ast.unparse(ast.Import(names=[alias])))
     return "\n".join(lines)

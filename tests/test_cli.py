@@ -292,3 +292,34 @@ def test_routes_without_app_name_when_the_file_has_one(
     path = write_app(tmp_path)
     assert main(["routes", str(path)]) == 0
     assert capsys.readouterr().out.startswith("EchoApp (echo-app)")
+
+
+def test_fal_toolkit_submodules_are_falkits_own_without_the_sdk(tmp_path: Path) -> None:
+    # With `import fal` standing for falkit, `fal.toolkit.image` must be falkit's module,
+    # not a second copy whose classes fail isinstance checks against falkit's.
+    path = tmp_path / "toolkit_app.py"
+    path.write_text(
+        textwrap.dedent(
+            """
+            import fal
+            from fal.toolkit import Image
+            from fal.toolkit.image import ImageSize
+            import falkit.toolkit.image as ours
+
+            print("same classes:", Image is ours.Image and ImageSize is ours.ImageSize)
+
+            class ToolkitApp(fal.App):
+                @fal.endpoint("/")
+                def run(self) -> dict:
+                    return {}
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_FAL, "routes", f"{path}::ToolkitApp"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "same classes: True" in done.stdout

@@ -1,10 +1,14 @@
 """``fal.toolkit`` locally (``falkit.toolkit``): an App takes and answers ``Image``/``File``
 the way fal apps do, over a real server; files live in ``data:`` URIs; bad URLs are 422s;
-the fields are fal's own; and an export maps the toolkit onto fal's."""
+every name, field, schema and signature is fal's own (checked against the installed SDK);
+and an export maps the toolkit, its modules included, onto fal's."""
 
 from __future__ import annotations
 
 import base64
+import dataclasses
+import importlib
+import inspect
 import io
 import json
 from pathlib import Path
@@ -15,7 +19,8 @@ from PIL import Image as PILImage
 from pydantic import BaseModel, Field, ValidationError
 
 import falkit as fal
-from falkit.export import export_notebook
+import falkit.toolkit
+from falkit.export import FAL_TOOLKIT_MODULES, export_notebook
 from falkit.toolkit import File, Image, ImageSize, ImageSizeInput, get_image_size
 
 
@@ -113,7 +118,7 @@ def test_files_from_paths_save_and_download(tmp_path: Path, serve):
 def test_image_sizes_and_errors():
     assert get_image_size("portrait_16_9") == ImageSize(width=576, height=1024)
     assert get_image_size(ImageSize(width=7, height=9)).width == 7
-    with pytest.raises(ValueError, match="square_hd"):
+    with pytest.raises(TypeError, match="square_hd"):  # fal's TypeError, with the presets
         get_image_size("huge")  # type: ignore[arg-type]
     with pytest.raises(ValidationError):
         ImageSize(width=0)
@@ -142,10 +147,14 @@ def _constraints(model: type[BaseModel]) -> dict[str, dict[str, object]]:
 
 def test_export_maps_the_toolkit_to_fals(tmp_path: Path):
     cells = [
-        "import falkit as fal\nfrom falkit.toolkit import Image\nfrom falkit import toolkit",
+        "import falkit as fal\nfrom falkit.toolkit import Image, ImageSize\n"
+        "from falkit import toolkit\nfrom falkit.toolkit.pydantic import FalBaseModel\n"
+        "import falkit.toolkit.kv as kv",
+        "class Size(FalBaseModel):\n    size: ImageSize",
         "class Pics(fal.App):\n"
         "    @fal.endpoint('/')\n"
-        "    def run(self, input: dict) -> Image:\n"
+        "    def run(self, input: Size) -> Image:\n"
+        "        kv.KVStore('pics')\n"
         "        return toolkit.Image.from_bytes(b'x', 'png')\n",
     ]
     notebook = tmp_path / "pics.ipynb"
@@ -163,6 +172,107 @@ def test_export_maps_the_toolkit_to_fals(tmp_path: Path):
     )
     source = export_notebook(notebook, "Pics")
     assert "import fal\n" in source
-    assert "from fal.toolkit import Image" in source
+    assert "from fal.toolkit import Image\n" in source
+    # fal.toolkit has no ImageSize: it comes from fal's module that does
+    assert "from fal.toolkit.image import ImageSize" in source
+    assert "from fal.toolkit.pydantic import FalBaseModel" in source
+    assert "import fal.toolkit.kv as kv" in source
     assert "from fal import toolkit" in source
     assert "falkit" not in source.split('"""', 2)[2]
+    compile(source, "pics.py", "exec")
+    # every module the export maps is one fal has, with the names falkit's offers
+    for name in FAL_TOOLKIT_MODULES:
+        ours = importlib.import_module(f"falkit.toolkit.{name}")
+        theirs = pytest.importorskip(f"fal.toolkit.{name}")
+        public = getattr(ours, "__all__", [])
+        missing = [n for n in public if not hasattr(theirs, n)]
+        assert not missing, f"fal.toolkit.{name} lacks {missing}"
+    assert pytest.importorskip("fal.toolkit.image").ImageSize
+
+
+# -- the surface, measured against the installed fal SDK ---------------------------------
+
+
+def test_every_name_of_fals_toolkit_is_here():
+    theirs = pytest.importorskip("fal.toolkit")
+    missing = [n for n in theirs.__all__ if not hasattr(falkit.toolkit, n)]
+    assert not missing
+    assert set(theirs.__all__) <= set(falkit.toolkit.__all__)
+    assert fal.toolkit is falkit.toolkit
+    # star-import gives every listed name (the FAL_*_DIR ones come from __getattr__)
+    namespace: dict[str, object] = {}
+    exec("from falkit.toolkit import *", namespace)
+    assert set(falkit.toolkit.__all__) <= set(namespace)
+
+
+@pytest.mark.parametrize("name", ["File", "Image", "Audio", "Video", "CompressedFile"])
+def test_media_models_have_fals_fields_schema_and_signatures(name: str):
+    theirs = getattr(pytest.importorskip("fal.toolkit"), name)
+    ours = getattr(falkit.toolkit, name)
+    assert list(ours.model_fields) == list(theirs.model_fields)
+    for mode in ("validation", "serialization"):
+        assert ours.model_json_schema(mode=mode) == theirs.model_json_schema(mode=mode)
+    methods = [m for m in dir(theirs) if not m.startswith("_") and m not in dir(BaseModel)]
+    assert methods, name
+    for method in methods:
+        assert hasattr(ours, method), f"{name}.{method}"
+        if callable(getattr(theirs, method)):
+            assert _parameters(getattr(ours, method)) == _parameters(getattr(theirs, method))
+
+
+def test_functions_and_records_have_fals_signatures_and_fields():
+    theirs = pytest.importorskip("fal.toolkit")
+    functions = [
+        "download_file",
+        "download_model_weights",
+        "clone_repository",
+        "get_gpu_type",
+        "load_inductor_cache",
+        "sync_inductor_cache",
+        "synchronized_inductor_cache",
+        "get_image_size",
+        "to_xfal",
+        "Hidden",
+    ]
+    for name in functions:
+        assert _parameters(getattr(falkit.toolkit, name)) == _parameters(getattr(theirs, name))
+    for method in ("get", "set", "delete"):
+        ours, fals = getattr(falkit.toolkit.KVStore, method), getattr(theirs.KVStore, method)
+        assert _parameters(ours) == _parameters(fals)
+    records = [
+        "ImageSizeConstraints",
+        "ImageValidationConfig",
+        "VideoValidationConfig",
+        "VideoNormalizationConfig",
+    ]
+    for name in records:
+        ours, fals = getattr(falkit.toolkit, name), getattr(theirs, name)
+        assert _dataclass_fields(ours) == _dataclass_fields(fals)
+    for name in ("ImageValidationOptions", "VideoValidationOptions"):
+        ours, fals = getattr(falkit.toolkit, name), getattr(theirs, name)
+        assert list(ours.__annotations__) == list(fals.__annotations__)
+    # the field helpers' own keyword arguments are fal's (the rest are Field's)
+    for name in ("ImageSizeField", "VideoField"):
+        ours = inspect.signature(getattr(falkit.toolkit, name))
+        fals = inspect.signature(getattr(theirs, name), follow_wrapped=False)
+        assert list(ours.parameters) == list(fals.parameters)
+
+
+def test_exceptions_are_fals_names_in_falkits_tree():
+    toolkit = falkit.toolkit
+    for name in ("DownloadError", "FileUploadException", "KVStoreException"):
+        error = getattr(toolkit, name)
+        assert issubclass(error, toolkit.FalTookitException)
+        assert issubclass(error, fal.FalkitError)
+    from falkit.exceptions import ToolkitError
+
+    assert issubclass(toolkit.FalTookitException, ToolkitError)
+
+
+def _parameters(function: object) -> list[tuple[str, object]]:
+    signature = inspect.signature(function)  # type: ignore[arg-type]
+    return [(p.name, p.kind) for p in signature.parameters.values()]
+
+
+def _dataclass_fields(record: type) -> list[tuple[str, object]]:
+    return [(f.name, f.default) for f in dataclasses.fields(record)]
