@@ -15,12 +15,14 @@ from .limits import LimitSpec
 from .limits import describe as describe_limits
 from .realtime import DEFAULT_MAX_MESSAGE_SIZE
 from .stack import build_asgi, call_hook
+from .storage import FileStore
 from .timing import parse as parse_server_timing
 
 __all__ = [
     "DEFAULT_MAX_BODY_SIZE",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "REQUEST_ID_HEADER",
+    "FileStore",
     "LimitSpec",
     "QueuedRequests",
     "SecuritySpec",

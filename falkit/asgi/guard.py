@@ -46,6 +46,9 @@ DEFAULT_MAX_BODY_SIZE = 64 * 1024 * 1024
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 _PREFLIGHT_MAX_AGE = b"600"
+_ALLOWED_HEADERS = b"authorization, content-type, accept"
+#: What a page of an allowed origin may read off an answer besides the basic headers.
+_EXPOSED_HEADERS = b"x-fal-request-id, x-fal-billable-units, server-timing"
 
 
 def new_key() -> str:
@@ -235,7 +238,10 @@ class Guard:
             await self._websocket(scope, receive, send, headers, foreign, origin)
             return
         if scope["method"] == "OPTIONS" and origin and _is_preflight(scope):
-            await self._preflight(send, origin, foreign)
+            requested = next(
+                (v for k, v in scope["headers"] if k == b"access-control-request-headers"), b""
+            )
+            await self._preflight(send, origin, foreign, requested)
             return
         refusal = self._refusal(headers, foreign, origin)
         if refusal is not None:
@@ -320,14 +326,18 @@ class Guard:
         else:
             await _reply(send, status, detail)
 
-    async def _preflight(self, send: Send, origin: str, foreign: bool) -> None:
+    async def _preflight(
+        self, send: Send, origin: str, foreign: bool, requested: bytes = b""
+    ) -> None:
         if foreign:
             await _reply(send, 403, f"origin {origin} is not allowed (CORS preflight)")
             return
         headers = [
             (b"access-control-allow-origin", origin.encode("latin-1")),
-            (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
-            (b"access-control-allow-headers", b"authorization, content-type, accept"),
+            (b"access-control-allow-methods", b"GET, POST, PUT, DELETE, OPTIONS"),
+            # fal-js sends x-fal-* headers (the proxy's target, hints, lifecycles): a page
+            # whose origin is allowed may send what it asks for.
+            (b"access-control-allow-headers", requested or _ALLOWED_HEADERS),
             (b"access-control-max-age", _PREFLIGHT_MAX_AGE),
             (b"vary", b"Origin"),
             (b"content-length", b"0"),
@@ -384,6 +394,7 @@ def _with_cors(send: Send, origin: str) -> Send:
             headers = [
                 *message.get("headers", ()),
                 (b"access-control-allow-origin", value),
+                (b"access-control-expose-headers", _EXPOSED_HEADERS),
                 (b"vary", b"Origin"),
             ]
             message = {**message, "headers": headers}

@@ -6,15 +6,18 @@ in the same order, and nothing else adds one):
 
 1. ``Guard`` (``guard``): the ``Host`` allow-list, API key, foreign browser origins, body
    size.
-2. ``FalGateway`` (``gateway``): fal's ``/.fal/`` queue and token endpoints. A queued request
-   runs later through the layers from 3 on, as if it had come directly.
-3. ``FalURLLayout`` (``layout``): ``/<owner>/<app-name>/<route>`` becomes ``/<route>``.
-4. ``RequestLimiter`` (``limits``): ``max_concurrency`` x ``max_multiplexing`` slots and
+2. ``FalProxy`` (``falproxy``): fal-js's proxy protocol (``/.fal/proxy`` with
+   ``x-fal-target-url``) turned into the local request it stands for.
+3. ``FalStorage`` (``storage``): fal's file storage (uploads, files served back).
+4. ``FalGateway`` (``gateway``): fal's ``/.fal/`` queue and token endpoints. A queued request
+   runs later through the layers from 5 on, as if it had come directly.
+5. ``FalURLLayout`` (``layout``): ``/<owner>/<app-name>/<route>`` becomes ``/<route>``.
+6. ``RequestLimiter`` (``limits``): ``max_concurrency`` x ``max_multiplexing`` slots and
    ``request_timeout``, for every route request however it came (direct, fal's URL layout,
    the queue) since it sees the route's own path.
-5. ``ServerTiming`` (``timing``): the ``Server-Timing`` header.
-6. ``CurrentRequest`` (``context``): ``App.current_request``.
-7. FastAPI: fal's error bodies (``errors``), then the routes: HTTP endpoints (a JSON body
+7. ``ServerTiming`` (``timing``): the ``Server-Timing`` header.
+8. ``CurrentRequest`` (``context``): ``App.current_request``.
+9. FastAPI: fal's error bodies (``errors``), then the routes: HTTP endpoints (a JSON body
    takes ``fastroute``'s short path), raw WebSockets, realtime (``realtime``),
    ``GET /health``, ``/openapi.json`` with fal's extensions (``openapi``) and ``/docs``.
 
@@ -32,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..routes import RouteSpec
 from .context import CurrentRequest
+from .falproxy import FalProxy
 from .fastroute import install as install_fast_routes
 from .gateway import FalGateway, QueuedRequests
 from .guard import Guard, SecuritySpec
@@ -39,6 +43,7 @@ from .layout import FalURLLayout
 from .limits import LimitSpec, RequestLimiter
 from .openapi import install_fal_openapi
 from .realtime import DEFAULT_MAX_MESSAGE_SIZE, realtime_endpoint
+from .storage import FalStorage, FileStore
 from .timing import ServerTiming, timed
 
 if TYPE_CHECKING:
@@ -108,6 +113,7 @@ def build_asgi(
     security: SecuritySpec | None = None,
     limits: LimitSpec | None = None,
     queue: QueuedRequests | None = None,
+    files: FileStore | None = None,
     ws_max_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     root_path: str = "",
 ) -> FastAPI:
@@ -117,7 +123,8 @@ def build_asgi(
     With ``lifespan=True`` the ASGI lifespan runs ``setup()``/``teardown()``; falkit's own
     server runs them itself (``lifespan=False``). ``security`` adds the guard (none by
     default: the server passes its own); ``limits`` defaults to the class's fal options;
-    ``queue`` keeps queued requests (a server passes one that outlives hot swaps);
+    ``queue`` keeps queued requests and ``files`` uploaded files (a server passes ones that
+    outlive hot swaps);
     ``ws_max_size`` is the largest realtime message; ``root_path`` is where a proxy serves
     the app (``/docs`` loads ``openapi.json`` from there).
 
@@ -142,6 +149,8 @@ def build_asgi(
             if security is not None and security.active
             else []
         ),
+        Middleware(FalProxy),
+        Middleware(FalStorage, store=files),
         Middleware(FalGateway, requests=queue),
         Middleware(FalURLLayout, app_name=cls.app_name),
         *([Middleware(RequestLimiter, spec=limits, route_paths=routes)] if limits.active else []),

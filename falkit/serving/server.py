@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from ..app import App, assigned_device
 from ..asgi import (
     DEFAULT_MAX_MESSAGE_SIZE,
+    FileStore,
     LimitSpec,
     QueuedRequests,
     SecuritySpec,
@@ -123,6 +124,7 @@ class Server:
         self._sock = _bind(host, port)
         self.port: int = self._sock.getsockname()[1]
         self._queue = QueuedRequests()  # fal's queue: kept across swaps and restarts
+        self._files = FileStore()  # fal's storage (uploads), likewise
         self.generations = Generations(
             app_cls,
             limits if limits is not None else LimitSpec.of(app_cls),
@@ -152,6 +154,7 @@ class Server:
             security=self.security,
             limits=limits,
             queue=self._queue,
+            files=self._files,
             ws_max_size=self.ws_max_size,
             root_path=proxy_root_path(self.port),
         )
