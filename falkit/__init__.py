@@ -7,8 +7,9 @@ with ``@fal.endpoint`` / ``@fal.realtime`` routes, then ``%fal serve MyApp`` or
 The layout rule (enforced by the import-linter contract in ``pyproject.toml``):
 
 * Top-level modules are the user's model and its tools: ``app``, ``routes``, ``codec``,
-  ``devices``, ``toolkit``, ``exceptions`` (one tree), ``magics``, ``cli``, ``export``,
-  ``ray`` and ``compat`` (a documented path). There is no ``_x.py`` at the top level.
+  ``devices``, ``exceptions`` (one tree), ``magics``, ``cli``, ``export``, ``ray`` and
+  ``compat`` (a documented path), and ``toolkit``, a package whose modules are public
+  because they mirror ``fal.toolkit``'s paths. There is no ``_x.py`` at the top level.
 * Roles are subpackages, each with one owner: ``asgi`` (the whole per-request stack, built
   in one function), ``serving`` (``serve``, the registry, ``Server`` and its generations),
   ``client`` (the clients over one I/O-free core), ``interop`` (the real fal SDK and
