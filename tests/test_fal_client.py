@@ -164,7 +164,7 @@ def test_use_fal_client_restores_everything(serve) -> None:
     key = os.environ.get("FAL_KEY")
     server = serve(FalClientApp)
     with pytest.raises(RuntimeError), use_fal_client(server) as app_id:
-        assert fal_client_module.RUN_URL_FORMAT != before[0]  # routed to falkit meanwhile
+        assert before[0] != fal_client_module.RUN_URL_FORMAT  # routed to falkit meanwhile
         assert fal_client.run(app_id, {"prompt": "r"}) == {"output": "R"}
         raise RuntimeError("leave the block with an error")
     assert before == (fal_client_module.RUN_URL_FORMAT, fal_client_module.REALTIME_URL_FORMAT)
