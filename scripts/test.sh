@@ -15,6 +15,8 @@ install_falkit "dev,torch,notebooks,ray"
 python -m pip install -q --no-deps "fal==1.83.0"
 python -m pip install -q isolate-proto grpc-interceptor "structlog<26" "rich<15" colorama tomli \
   "cloudpickle<3.2" opentelemetry-sdk "pathspec<1" starlette-exporter
+# tests/test_fal_js.py: the real @fal-ai/client from npm (node, and Chromium through esbuild).
+bash scripts/js_deps.sh
 # The house rules first (STYLE.md): lint, types, and the layers contract (pyproject.toml).
 ruff check falkit tests benchmarks
 ruff format --check falkit tests benchmarks
