@@ -14,6 +14,7 @@ from .guard import DEFAULT_MAX_BODY_SIZE, SecuritySpec, auth_headers, is_loopbac
 from .limits import LimitSpec
 from .limits import describe as describe_limits
 from .realtime import DEFAULT_MAX_MESSAGE_SIZE
+from .requestlogs import note as note_request_log
 from .stack import build_asgi, call_hook
 from .storage import FileStore
 from .timing import parse as parse_server_timing
@@ -32,5 +33,6 @@ __all__ = [
     "describe_limits",
     "is_loopback",
     "mask_key",
+    "note_request_log",
     "parse_server_timing",
 ]

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from ..asgi import note_request_log
+
 current_ring: contextvars.ContextVar[LogRing | None] = contextvars.ContextVar(
     "falkit_log_ring", default=None
 )
@@ -48,6 +50,7 @@ class LogRing:
         with self._lock:
             self._entries.append(entry)
             self.version += 1
+        note_request_log(source, level, entry.message, entry.time)  # a queued request's log
 
     def write(self, source: str, text: str) -> None:
         """Stream text (prints): complete lines become entries, the rest waits."""

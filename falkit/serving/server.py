@@ -349,6 +349,7 @@ class Server:
         try:
             await self._uvicorn.serve(sockets=[self._sock])
         finally:
+            await self._queue.aclose()  # no queued request outlives the loop or teardown
             await self.generations.teardown_all()
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
