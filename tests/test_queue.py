@@ -287,13 +287,15 @@ def test_cancel_drops_a_waiting_request(serve, release):
     assert started == ["first"]  # the cancelled one never ran
 
 
-def test_cancel_tells_a_running_request_as_fal_does(serve):
+@pytest.mark.parametrize("options", [{}, {"max_multiplexing": 1}], ids=["free", "one-slot"])
+def test_cancel_tells_a_running_request_as_fal_does(serve, options):
     """fal's pattern ("Handle cancellations"): the app's ``<path>/cancel`` route gets the
     same ``x-fal-request-id``, stops its work and the request answers fal's 499."""
     exceptions = pytest.importorskip("fal.exceptions")
     seen: dict[str, Any] = {}
 
-    class Cancellable(fal.App):
+    # with one slot, the cancel call must not wait behind the request it stops
+    class Cancellable(fal.App, **options):  # type: ignore[call-arg]
         def setup(self) -> None:
             self.tasks: dict[str, asyncio.Task[Any]] = {}
 

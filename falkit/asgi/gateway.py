@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode
 
 from . import webhooks
+from .limits import UNLIMITED
 from .messages import read_body, send_bytes, send_json
 from .queue import (
     COMPLETED,
@@ -308,6 +309,9 @@ class FalGateway:
         scope |= {"method": "POST", "path": path, "raw_path": path.encode(), "query_string": b""}
         if "app" in entry.scope:
             scope["app"] = entry.scope["app"]
+        # Not a request of its own: it must reach the app while the request it stops holds
+        # the only slot (``max_multiplexing=1``), so the limiter lets it through.
+        scope[UNLIMITED] = True
         scope["headers"] = [
             *host,
             (b"content-length", b"0"),

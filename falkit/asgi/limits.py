@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("falkit.server")
 
+#: A scope key marking a call the queue makes on behalf of a request already holding a
+#: slot (fal's ``<path>/cancel``): not limited again.
+UNLIMITED = "falkit.unlimited"
 TIMEOUT_STATUS = 504
 TIMEOUT_BODY = {"detail": "Request timed out", "error_type": "request_timeout"}
 
@@ -104,7 +107,11 @@ class RequestLimiter:
         self._overrun: set[asyncio.Task[None]] = set()
 
     def _limited(self, scope: Scope) -> bool:
-        return scope["type"] in ("http", "websocket") and scope["path"] in self._paths
+        return (
+            scope["type"] in ("http", "websocket")
+            and scope["path"] in self._paths
+            and not scope.get(UNLIMITED)
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self._limited(scope):
