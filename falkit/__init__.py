@@ -7,9 +7,10 @@ with ``@fal.endpoint`` / ``@fal.realtime`` routes, then ``%fal serve MyApp`` or
 The layout rule (enforced by the import-linter contract in ``pyproject.toml``):
 
 * Top-level modules are the user's model and its tools: ``app``, ``routes``, ``codec``,
-  ``devices``, ``exceptions`` (one tree), ``magics``, ``cli``, ``export``, ``ray`` and
-  ``compat`` (a documented path), and ``toolkit``, a package whose modules are public
-  because they mirror ``fal.toolkit``'s paths. There is no ``_x.py`` at the top level.
+  ``devices``, ``exceptions`` (one tree), ``ref`` (``fal.ref``), ``magics``, ``cli``,
+  ``export``, ``ray`` and ``compat`` (a documented path), and ``toolkit``, a package whose
+  modules are public because they mirror ``fal.toolkit``'s paths. There is no ``_x.py`` at
+  the top level.
 * Roles are subpackages, each with one owner: ``asgi`` (the whole per-request stack, built
   in one function), ``serving`` (``serve``, the registry, ``Server`` and its generations),
   ``client`` (the clients over one I/O-free core), ``interop`` (the real fal SDK and
@@ -23,7 +24,7 @@ The layout rule (enforced by the import-linter contract in ``pyproject.toml``):
       interop
       asgi | client
       app | toolkit
-      routes | devices | codec
+      routes | devices | codec | ref
       exceptions
 
 This module re-exports the names users need (sorted ``__all__``); each reports
@@ -59,7 +60,7 @@ from .exceptions import (
     ServerNotRunning,
     SetupError,
 )
-from .routes import RouteSpec, endpoint, realtime
+from .routes import HealthCheck, RouteSpec, endpoint, realtime
 from .serving import ConnectionSpec, Server, get_server, serve, servers, stop_all
 
 __version__ = "0.1.0"
@@ -79,6 +80,7 @@ __all__ = [
     "ExportError",
     "FalkitError",
     "FormError",
+    "HealthCheck",
     "MissingDependency",
     "PortInUseError",
     "ProtocolError",

@@ -20,13 +20,42 @@ ROUTE_ATTR = "__falkit_route__"
 _INFER: Any = object()  # input_modal / output_modal: derive from annotations, as fal does
 
 
+@dataclass(frozen=True, kw_only=True)
+class HealthCheck:
+    """fal's health check of a runner (``fal.HealthCheck``), given to the one endpoint fal's
+    platform should probe: ``@fal.endpoint("/ready", health_check=fal.HealthCheck())``.
+    Locally it is metadata (``App.host_kwargs["health_check_config"]``): nothing probes a
+    kernel's server, and ``GET /health`` stays."""
+
+    start_period_seconds: int | None = None
+    timeout_seconds: int | None = None
+    failure_threshold: int | None = None
+    call_regularly: bool | None = None
+    method: str | None = None
+
+
+@dataclass(frozen=True)
+class HealthCheckConfig:
+    """The health check an App declares, where fal's platform would probe it (fal's
+    ``ApplicationHealthCheckConfig``; ``method`` defaults to ``POST``, the endpoint's)."""
+
+    path: str
+    start_period_seconds: int | None
+    timeout_seconds: int | None
+    failure_threshold: int | None
+    call_regularly: bool | None
+    method: str = "POST"
+
+
 @dataclass(frozen=True)
 class RouteSpec:
-    """What one decorated method serves: its kind, path and (realtime) options."""
+    """What one decorated method serves: its kind, path, health check and (realtime)
+    options."""
 
     path: str
     kind: RouteKind
     method: str = ""
+    health_check: Any = None  # a HealthCheck (or fal's own): this route is the probe
     buffering: int | None = None
     session_timeout: float | None = None
     max_batch_size: int = 1
@@ -57,17 +86,52 @@ def _check_path(path: str) -> str:
     return path
 
 
-def endpoint(path: str, *, is_websocket: bool = False) -> Callable[[F], F]:
+def endpoint(
+    path: str, *, is_websocket: bool = False, health_check: Any = None
+) -> Callable[[F], F]:
     """Serve the decorated method at ``path``: a POST route taking a pydantic body,
     or with ``is_websocket=True`` an ``async`` method given the raw ``fastapi.WebSocket``.
+    ``health_check`` (a ``HealthCheck``) makes it the route fal's platform probes; one
+    HTTP endpoint per App may have one.
 
     Example::
 
         @fal.endpoint("/")
         def generate(self, input: Input) -> Output: ...
     """
-    spec = RouteSpec(path=_check_path(path), kind="websocket" if is_websocket else "http")
+    if health_check is not None and is_websocket:
+        raise AppDefinitionError(
+            f"{path!r}: a websocket endpoint cannot be the health check; "
+            "give health_check= to an HTTP endpoint"
+        )
+    spec = RouteSpec(
+        path=_check_path(path),
+        kind="websocket" if is_websocket else "http",
+        health_check=health_check,
+    )
     return lambda func: _tag(func, spec)
+
+
+def health_check_config(specs: tuple[RouteSpec, ...]) -> HealthCheckConfig | None:
+    """The health check among ``specs`` (what fal's platform would probe), ``None`` when
+    none declares one; more than one is ``AppDefinitionError``."""
+    declared = [spec for spec in specs if spec.health_check is not None]
+    if len(declared) > 1:
+        paths = ", ".join(repr(spec.path) for spec in declared)
+        raise AppDefinitionError(
+            f"health checks on {paths}: an App can have only one health check endpoint"
+        )
+    if not declared:
+        return None
+    spec, check = declared[0], declared[0].health_check
+    return HealthCheckConfig(
+        path=spec.path,
+        start_period_seconds=check.start_period_seconds,
+        timeout_seconds=check.timeout_seconds,
+        failure_threshold=check.failure_threshold,
+        call_regularly=check.call_regularly,
+        method=check.method or "POST",
+    )
 
 
 def realtime(

@@ -25,9 +25,31 @@ def test_app_name_is_fals_kebab_case_of_the_class_name():
     class Explicit(fal.App):
         app_name = "explicit-name"
 
+    class snake_case_app(fal.App):
+        pass
+
     assert MyGoodApp.app_name == "my-good-app"
     assert Custom.app_name == "my-custom"
     assert Explicit.app_name == "explicit-name"
+    assert snake_case_app.app_name == "snake-case-app"
+
+
+@pytest.mark.parametrize(
+    ("class_name", "app_name"),
+    [
+        ("SDXLModel", "s-d-x-l-model"),  # every capital starts a word, as on fal
+        ("GPT4App", "g-p-t-app"),
+        ("myApp", "app"),
+        ("_private_app", "private-app"),
+        ("my__app", "my-app"),
+        ("sdxl_v2", "sdxl-v2"),
+        ("app123", "app123"),
+        ("x", "x"),
+    ],
+)
+def test_default_app_names_follow_fals_rules(class_name, app_name):
+    assert falkit.app.to_app_name(class_name) == app_name
+    assert type(class_name, (fal.App,), {}).app_name == app_name
 
 
 def test_subclass_gets_its_own_name_and_inherits_routes():
@@ -56,7 +78,108 @@ def test_fal_options_as_attributes_and_class_keywords():
     assert options["max_concurrency"] == 4
     assert options["machine_type"] == "GPU-H100"
     assert options["requirements"] == ["torch"]
-    assert Opts.host_kwargs == {"regions": ["us-east"]}
+    assert options["regions"] == ["us-east"]
+    # As on fal: every class keyword, and the host options the class sets, reach
+    # host_kwargs over fal's defaults; the deployment's own options stay out.
+    host = Opts.host_kwargs
+    assert host["regions"] == ["us-east"] and host["keep_alive"] == 300
+    assert host["max_concurrency"] == 4 and host["resolver"] == "uv"
+    assert "requirements" not in host and "machine_type" not in host
+
+
+def test_host_kwargs_are_built_as_fals():
+    class Vars(fal.App, resolver="pip"):
+        request_timeout = 11
+        startup_timeout = 22
+        scaling_delay = 33
+        max_multiplexing = 7
+        secrets = []
+        data_mounts = ["/data/.cache"]
+        skip_retry_conditions = ["timeout"]
+        _scheduler = "kubernetes"  # a key of fal's defaults, set as an attribute
+        _not_a_host_option = "example"
+        num_gpus = 1
+        app_auth = "public"
+
+    host = Vars.host_kwargs
+    assert host["request_timeout"] == 11 and host["startup_timeout"] == 22
+    assert host["scaling_delay"] == 33 and host["max_multiplexing"] == 7
+    assert host["secrets"] == [] and host["data_mounts"] == ["/data/.cache"]
+    assert host["skip_retry_conditions"] == ["timeout"]
+    assert host["_scheduler"] == "kubernetes" and host["resolver"] == "pip"
+    assert host["_scheduler_options"] == {"storage_region": "us-east"}
+    for absent in ("_not_a_host_option", "num_gpus", "app_auth", "metrics_port"):
+        assert absent not in host, absent
+    assert host["health_check_config"] is None
+
+    class Child(Vars):
+        request_timeout = 5
+
+    assert Child.host_kwargs["request_timeout"] == 5
+    assert Child.host_kwargs["data_mounts"] == ["/data/.cache"]
+
+
+def test_an_image_makes_a_container_app_and_app_files_need_each_other():
+    image = object()
+
+    class Container(fal.App):
+        pass
+
+    Container.image = image  # set after the class statement: recomputed for a subclass
+
+    class Sub(Container):
+        pass
+
+    assert Sub.host_kwargs["kind"] == "container" and Sub.host_kwargs["image"] is image
+    with pytest.raises(AppDefinitionError, match="app_files"):
+
+        class NoFiles(fal.App):
+            app_files_context_dir = "."
+
+
+def test_a_health_check_endpoint_is_recorded_where_fal_would_probe_it():
+    class Probed(fal.App):
+        @fal.endpoint("/ready", health_check=fal.HealthCheck(timeout_seconds=5))
+        def ready(self) -> dict:
+            return {}
+
+    config = Probed.host_kwargs["health_check_config"]
+    assert (config.path, config.method, config.timeout_seconds) == ("/ready", "POST", 5)
+    assert config.call_regularly is None
+    assert Probed.routes()[0].health_check == fal.HealthCheck(timeout_seconds=5)
+    assert fal.HealthCheck.__module__ == "falkit"
+    with pytest.raises(TypeError):
+        fal.HealthCheck(5)  # keywords only, as fal's
+
+
+def test_health_checks_are_refused_on_websockets_and_twice():
+    with pytest.raises(AppDefinitionError, match="websocket"):
+        fal.endpoint("/ws", is_websocket=True, health_check=fal.HealthCheck())
+    with pytest.raises(AppDefinitionError, match="only one health check"):
+
+        class Twice(fal.App):
+            @fal.endpoint("/a", health_check=fal.HealthCheck())
+            def a(self) -> dict:
+                return {}
+
+            @fal.endpoint("/b", health_check=fal.HealthCheck())
+            def b(self) -> dict:
+                return {}
+
+
+def test_fals_hooks_have_fals_defaults():
+    class Plain(fal.App):
+        pass
+
+    class Versioned(fal.App):
+        version = "1.2.3"
+
+    app = Plain()
+    assert app.health() == {"version": "unknown"}
+    assert Versioned().health() == {"version": "1.2.3"}
+    assert app.handle_exit() is None
+    with pytest.raises(NotImplementedError):
+        app.provide_hints()
 
 
 def test_route_kinds_and_realtime_options_are_recorded():

@@ -115,7 +115,7 @@ def test_handler_exception_is_500_without_leaking_and_traceback_in_logs(echo):
 
 def test_health_openapi_and_docs(echo):
     _, http = echo
-    assert http.get("/health").json() == {}
+    assert http.get("/health").json() == {"version": "unknown"}  # fal's health body
     spec = http.get("/openapi.json").json()
     assert {"/", "/async", "/dict", "/fail", "/stream"} <= set(spec["paths"])
     assert "post" in spec["paths"]["/"]

@@ -159,6 +159,151 @@ def test_a_500_leaves_the_kept_alive_connection_usable(serve: Any) -> None:
         assert client.post("/", json={"prompt": "x"}).json() == {"output": ">X"}
 
 
+class Units(BaseModel):
+    value: int | float | str
+
+
+class BaseFalApp(fal.App):
+    def setup(self) -> None:
+        self.ready = "ready"
+
+    def _add_extra_routes(self, app: Any) -> None:
+        super()._add_extra_routes(app)
+
+        @app.get("/ready")
+        def ready() -> dict:
+            return {"status": self.ready}
+
+
+class HookedFalApp(BaseFalApp, keep_alive=10):
+    """fal's exceptions, hooks and headers, each compared with fal's own server."""
+
+    version = "2.0"
+
+    def setup(self) -> None:
+        super().setup()  # reaches BaseFalApp.setup, as written
+        self.ready += "!"
+
+    def provide_hints(self) -> list[str]:
+        return ["gpu-a", "😀", "model-b"]
+
+    def _add_extra_middlewares(self, app: Any) -> None:
+        super()._add_extra_middlewares(app)
+
+        @app.middleware("http")
+        async def stamp(request: Any, call_next: Any) -> Any:
+            response = await call_next(request)
+            response.headers["x-stamp"] = request.url.path
+            return response
+
+    @fal.endpoint("/app")
+    def app_exception(self) -> Output:
+        raise fal_exceptions().AppException(message="not for you", status_code=401)
+
+    @fal.endpoint("/units")
+    def units(self, input: Units) -> Output:
+        raise fal_exceptions().FieldException("value", "wrong", billable_units=input.value)
+
+    @fal.endpoint("/cancelled")
+    async def cancelled(self) -> Output:
+        raise fal_exceptions().RequestCancelledException("Request cancelled by the client.")
+
+    @fal.endpoint("/oom")
+    def oom(self) -> Output:
+        raise RuntimeError("CUDA out of memory")
+
+    @fal.endpoint("/cudnn")
+    def cudnn(self) -> Output:
+        raise RuntimeError("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR")
+
+    @fal.endpoint("/triton")
+    def triton(self) -> Output:
+        raise RuntimeError("triton kernel failed to compile")
+
+    @fal.endpoint("/whoami")
+    def whoami(self, input: Input) -> Output:
+        from fal.ref import get_current_app
+
+        app = get_current_app()  # stands for the instance answering: it ran setup()
+        return Output(output=f"{app.ready}:{app.current_request.request_id}")
+
+
+def fal_exceptions() -> Any:
+    import fal.exceptions
+
+    return fal.exceptions
+
+
+_HEADERS = ("x-fal-billable-units", "x-fal-runner-hints", "x-stamp")
+
+
+def _hooked(url: str) -> list[tuple[Any, ...]]:
+    answers = []
+    for method, path, body in [
+        ("POST", "/app", None),
+        ("POST", "/units", {"value": 42}),
+        ("POST", "/units", {"value": 1.23e-5}),
+        ("POST", "/units", {"value": 0}),
+        ("POST", "/units", {"value": "many"}),
+        ("POST", "/cancelled", None),
+        ("POST", "/oom", None),
+        ("POST", "/cudnn", None),
+        ("POST", "/triton", None),
+        ("POST", "/units", {"wrong": 1}),
+        ("POST", "/nope", {}),
+        ("GET", "/ready", None),
+        ("GET", "/health", None),
+    ]:
+        response = httpx.request(method, url + path, json=body, timeout=30)
+        headers = tuple(response.headers.get(name) for name in _HEADERS)
+        answers.append((response.status_code, response.json(), headers))
+    return answers
+
+
+def test_fals_exceptions_hooks_and_headers_match_fals_own_server(serve: Any) -> None:
+    ours = _hooked(serve(HookedFalApp).url)
+    theirs_server = FalOwnServer(HookedFalApp)
+    try:
+        theirs = _hooked(theirs_server.url)
+    finally:
+        theirs_server.stop()
+    assert ours == theirs
+    hints, stamp = "gpu-a,model-b", "/app"
+    assert ours[0] == (401, {"detail": "not for you"}, (None, hints, stamp))
+    assert ours[1][0] == 422 and ours[1][2][0] == "42"
+    assert ours[2][2][0] == "0.00001230" and ours[3][2][0] is None
+    assert ours[4][0] == 500
+    assert ours[5][:2] == (499, {"detail": "Request cancelled by the client."})
+    assert ours[6][:2] == ours[7][:2] == (503, {"detail": "CUDA error: out of memory"})
+    assert ours[8][:2] == (503, {"detail": "GPU error"})
+    assert (ours[9][0], ours[9][2][0]) == (422, "0")  # never run: not billed
+    assert (ours[10][0], ours[10][2][0]) == (404, "0")
+    assert ours[11][:2] == (200, {"status": "ready!"})
+    assert ours[12][:2] == (200, {"version": "2.0"})
+
+
+def test_a_real_fal_class_gets_fals_own_websocket_verdict() -> None:
+    class SyncSocket(fal.App):
+        @fal.endpoint("/ws", is_websocket=True)
+        def ws(self, websocket: WebSocket) -> None:
+            pass
+
+    with pytest.raises(falkit.AppDefinitionError, match="at '/ws' must be defined with async"):
+        falkit.serve(SyncSocket)
+
+
+def test_fal_ref_names_the_app_answering_in_a_real_fal_class(serve: Any) -> None:
+    server = serve(HookedFalApp)
+    response = httpx.post(
+        server.url + "/whoami",
+        json={"prompt": "x"},
+        headers={"x-fal-request-id": "req-7"},
+        timeout=30,
+    )
+    assert response.json() == {"output": "ready!:req-7"}
+    assert response.headers["x-fal-request-id"] == "req-7"
+
+
 def _realtime(url: str) -> list[Any]:
     seen: list[Any] = []
     client = falkit.Client(url)

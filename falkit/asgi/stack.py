@@ -2,7 +2,7 @@
 threads; the server, the CLI and Ray Serve all serve what this returns.
 
 A request takes the layers below in this order, outermost first (``build_asgi`` lists them
-in the same order, and nothing else adds one):
+in the same order, layer 9 through ``hooks.add_app_hooks``, and nothing else adds one):
 
 1. ``Guard`` (``guard``): the ``Host`` allow-list, API key, foreign browser origins, body
    size.
@@ -17,9 +17,13 @@ in the same order, and nothing else adds one):
    the queue) since it sees the route's own path.
 7. ``ServerTiming`` (``timing``): the ``Server-Timing`` header.
 8. ``CurrentRequest`` (``context``): ``App.current_request``.
-9. FastAPI: fal's error bodies (``errors``), then the routes: HTTP endpoints (a JSON body
-   takes ``fastroute``'s short path), raw WebSockets, realtime (``realtime``),
-   ``GET /health``, ``/openapi.json`` with fal's extensions (``openapi``) and ``/docs``.
+9. ``RunnerHeaders`` (``hooks``): fal's runner: the App is ``fal.ref``'s current app;
+   ``x-fal-request-id`` and ``X-Fal-Runner-Hints`` on every answer. After it, the App's own
+   middlewares (``_add_extra_middlewares``), in the order it added them.
+10. FastAPI: fal's error answers (``errors``), then the routes: HTTP endpoints (a JSON body
+    takes ``fastroute``'s short path), raw WebSockets, realtime (``realtime``), the App's
+    ``_add_extra_routes`` (``GET /health`` by default), ``/openapi.json`` with fal's
+    extensions (``openapi``) and ``/docs``.
 
 Starlette's own ``ServerErrorMiddleware`` wraps all of them: an exception a handler raises
 becomes fal's 500 there.
@@ -39,6 +43,7 @@ from .falproxy import FalProxy
 from .fastroute import install as install_fast_routes
 from .gateway import FalGateway, QueuedRequests
 from .guard import Guard, SecuritySpec
+from .hooks import add_app_hooks
 from .layout import FalURLLayout
 from .limits import LimitSpec, RequestLimiter
 from .openapi import install_fal_openapi
@@ -78,20 +83,6 @@ def _add_route(app: FastAPI, instance: App, spec: RouteSpec) -> None:
         app.add_api_websocket_route(spec.path, handler, name=spec.method)
     else:
         app.add_api_websocket_route(spec.path, realtime_endpoint(handler, spec), name=spec.method)
-
-
-def _health_route(instance: App) -> Callable[[], Any]:
-    if inspect.iscoroutinefunction(instance.health):
-
-        async def health_async() -> Any:
-            return await instance.health()
-
-        return health_async
-
-    def health() -> Any:
-        return instance.health()
-
-    return health
 
 
 def _lifespan(instance: App) -> Callable[[Any], Any]:
@@ -169,9 +160,9 @@ def build_asgi(
     app.state.ws_max_size = ws_max_size
     app.state.limits = limits
     add_error_handlers(app)
-    app.add_api_route("/health", _health_route(instance), methods=["GET"], name="health")
     for spec in cls.routes():
         _add_route(app, instance, spec)
+    add_app_hooks(app, instance)  # layer 9, the App's middlewares, its extra routes
     install_fast_routes(app)  # one JSON body in: the short path (see fastroute)
     install_fal_openapi(app, instance)
     return app
