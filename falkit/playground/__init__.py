@@ -1,5 +1,6 @@
 """The ipywidgets playground: see every route of a served App and send HTTP, WebSocket
-and realtime requests to it live, with the server's logs and latency alongside.
+and realtime requests to it live, with the server's logs and latency alongside, and
+live media (camera, microphone, sketch pad, looped images) into realtime routes.
 
 Everything here talks to the server through its public surface (``falkit.Client``,
 ``server.routes``, ``server.stats()``, ``server.ring``, ``/openapi.json``)."""
@@ -15,6 +16,8 @@ from ..serving import browser_url
 from .card import ServeCard, serve_card
 from .form import SchemaForm
 from .http_console import HttpConsole
+from .live_source import LiveSource
+from .live_view import LiveView
 from .realtime_console import RealtimeConsole
 from .widget import Playground, playground
 from .ws_console import WebSocketConsole
@@ -22,6 +25,8 @@ from .ws_console import WebSocketConsole
 __all__ = [
     "FormError",
     "HttpConsole",
+    "LiveSource",
+    "LiveView",
     "Playground",
     "RealtimeConsole",
     "SchemaForm",

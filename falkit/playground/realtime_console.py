@@ -1,6 +1,7 @@
 """The realtime console: inputs built with a form and sent as msgpack over fal's realtime
-protocol, each result shown as it arrives with its latency, a running sparkline, and a
-"burst N" button that measures throughput."""
+protocol, each result shown as it arrives with its latency, a latency histogram, and a
+"burst N" button that measures throughput. A route whose input has an image or audio
+field also gets a live source (camera, microphone, sketch pad, looped images)."""
 
 from __future__ import annotations
 
@@ -15,29 +16,15 @@ import ipywidgets as W
 
 from ..exceptions import FormError, RealtimeError
 from ..serving import percentile
-from . import render, snippets
+from . import charts, render, snippets
 from .context import Context
 from .form import SchemaForm
+from .live_source import LiveSource
 from .message_log import MessageLog
 from .tasks import Task
 
 _RECV_POLL_S = 0.2
 _BURST_IDLE_S = 5.0  # a burst gives up after this long without a new output
-
-
-def sparkline(values: list[float], width: int = 240, height: int = 36) -> str:
-    """An inline SVG polyline of ``values`` (latest on the right)."""
-    if len(values) < 2:
-        return ""
-    top = max(values) or 1.0
-    step = width / (len(values) - 1)
-    points = " ".join(
-        f"{i * step:.1f},{height - 2 - v / top * (height - 4):.1f}" for i, v in enumerate(values)
-    )
-    return (
-        f"<svg width='{width}' height='{height}' style='vertical-align:middle'>"
-        f"<polyline fill='none' stroke='#0969da' stroke-width='1.5' points='{points}'/></svg>"
-    )
 
 
 class RealtimeConsole:
@@ -59,6 +46,8 @@ class RealtimeConsole:
         self.latencies_ms: deque[float] = deque(maxlen=200)
         self.results: list[Any] = []
         self._build_widgets()
+        self.live: LiveSource | None = None
+        self.adopt_live(LiveSource.for_route(ctx, spec, self.form))
 
     def _build_widgets(self) -> None:
         self.state = W.HTML("<i>not connected</i>")
@@ -171,7 +160,7 @@ class RealtimeConsole:
         p50, p99 = (percentile(ordered, q) or 0.0 for q in (0.5, 0.99))
         self.stats.value = (
             f"{self.received} results · last {values[-1]:.1f} ms · "
-            f"p50 {p50:.1f} ms · p99 {p99:.1f} ms " + sparkline(values[-60:])
+            f"p50 {p50:.1f} ms · p99 {p99:.1f} ms " + charts.histogram(values)
         )
 
     def _send_one(self, body: Any) -> None:
@@ -257,5 +246,26 @@ class RealtimeConsole:
         if self.reader is not None:
             self.reader.stop()
 
+    def adopt_live(self, live: LiveSource | None) -> None:
+        """Mount ``live`` under the form (closing the one mounted before): a hot swap that
+        renews the consoles hands a running stream on this way."""
+        old, self.live = self.live, live
+        if old is not None and old is not live:
+            old.close()
+        children = [c for c in self.widget.children if old is None or c is not old.widget]
+        if live is not None:
+            live.spec, live.form = self.spec, self.form
+            children.insert(children.index(self.form.widget) + 1, live.widget)
+        self.widget.children = children
+
+    def release_live(self) -> LiveSource | None:
+        """Unmount the live source and return it, still streaming, for ``adopt_live``."""
+        live, self.live = self.live, None
+        if live is not None:
+            self.widget.children = [c for c in self.widget.children if c is not live.widget]
+        return live
+
     def close(self) -> None:
         self.disconnect()
+        if self.live is not None:
+            self.live.close()

@@ -112,6 +112,7 @@ class Playground(W.VBox):
         """After a hot swap: re-read the schemas and redraw the routes in place."""
         self._route_specs = self.server.routes
         self.ctx.reload_openapi()
+        streams = self._running_streams()
         for console in self.consoles.values():
             console.close()
         self.consoles = {}
@@ -122,6 +123,31 @@ class Playground(W.VBox):
             self._select(by_path.get(selected) or self._route_specs[0])
         else:
             self.console, self.console_box.children = None, []
+        self._hand_over(streams)
+
+    def _running_streams(self) -> dict[str, Any]:
+        """The consoles' running live streams, unmounted to outlive their consoles: across
+        a hot swap a stream keeps running, its session reopened on the new handlers. Not
+        after a re-serve (a new context): that ends the stream."""
+        return {
+            path: c.release_live()
+            for path, c in self.consoles.items()
+            if isinstance(c, RealtimeConsole)
+            and c.live is not None
+            and c.live.streaming
+            and c.live.ctx is self.ctx
+        }
+
+    def _hand_over(self, streams: dict[str, Any]) -> None:
+        """The renewed console of a stream's route takes it over; the others end."""
+        console = self.console
+        live = streams.pop(console.spec.path, None) if console is not None else None
+        if live is not None and isinstance(console, RealtimeConsole) and console.live:
+            console.adopt_live(live)
+        elif live is not None:
+            live.close()
+        for orphan in streams.values():
+            orphan.close()
 
     def _on_stopped(self) -> None:
         for console in self.consoles.values():

@@ -1,0 +1,286 @@
+"""Live media through the playground: frames/s and round-trip p50/p99 for 512x512 JPEG
+frames from Chromium's fake camera through the comm path (page -> widget comm -> kernel
+-> loopback -> server, and back to the page), against ``Client.realtime`` from the kernel
+alone on the same route with the same frames. Everything is real: JupyterLab, Debian's
+Chromium, the kernel, uvicorn.
+
+The route decodes the JPEG, inverts it and encodes it again (Pillow), as a small image
+filter would. The comm path is measured with the throttle off, with 1, 2 (the default) and
+4 frames in flight; round trips are what the page measured (frame sent to output received), after a
+warm-up. Goals: comm p50 within 1.5x the kernel-only p50, and >= 15 frames/s.
+
+    python benchmarks/live_media.py [--seconds 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import nbformat
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from test_browser import (  # the suite's JupyterLab and Chromium plumbing
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    _free_port,
+    _run_all_cells,
+    _stop_lab,
+    _wait_for_lab,
+)
+
+APP = """\
+import io, json, time
+import falkit as fal
+from PIL import Image, ImageOps
+from pydantic import BaseModel
+
+FRAMES = []
+
+class Frame(BaseModel):
+    image: bytes
+
+class LiveBench(fal.App):
+    @fal.realtime("/filter")
+    def filter(self, input: Frame) -> dict:
+        if len(FRAMES) < 4:
+            FRAMES.append(input.image)
+        image = ImageOps.invert(Image.open(io.BytesIO(input.image)).convert("RGB"))
+        out = io.BytesIO()
+        image.save(out, format="JPEG", quality=85)
+        return {"image": out.getvalue()}
+"""
+
+OPEN = """\
+server = fal.get_server("LiveBench")
+pg = fal.playground(server)
+live = pg.open_route("/filter").live
+live.throttle.value = 0
+pg
+"""
+
+KERNEL_ONLY = """\
+import json, statistics, time
+frame = FRAMES[-1]
+with server.client.realtime("/filter") as rt:
+    for _ in range(20):
+        rt.send({{"image": frame}}); rt.recv(timeout=30)
+    took, began = [], time.perf_counter()
+    while time.perf_counter() - began < {seconds}:
+        t = time.perf_counter()
+        rt.send({{"image": frame}})
+        rt.recv(timeout=30)
+        took.append((time.perf_counter() - t) * 1000)
+    wall = time.perf_counter() - began
+print(json.dumps({{"ms": took, "fps": len(took) / wall, "bytes": len(frame)}}))
+"""
+
+
+# Jupyter Server writes kernel messages to the browser with Nagle's algorithm on (it never
+# calls set_nodelay on its kernel WebSocket): with more than one message per round trip
+# (ipykernel's busy and idle, then the output), the later ones wait for the browser's
+# delayed ACK, ~40 ms. --nodelay measures the comm path with that one call added.
+NODELAY = """\
+from jupyter_server.services.kernels.websocket import KernelWebsocketHandler
+
+_open = KernelWebsocketHandler.open
+
+
+async def open(self, kernel_id):
+    self.set_nodelay(True)
+    return await _open(self, kernel_id)
+
+
+KernelWebsocketHandler.open = open
+"""
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Kernel:
+    """A second client on the notebook's kernel (what the page's kernel runs)."""
+
+    def __init__(self, base: str, token: str, runtime: Path) -> None:
+        from jupyter_client import BlockingKernelClient
+
+        sessions = httpx.get(f"{base}/api/sessions", params={"token": token}, timeout=10).json()
+        kernel_id = sessions[0]["kernel"]["id"]
+        self.client = BlockingKernelClient(
+            connection_file=str(runtime / f"kernel-{kernel_id}.json")
+        )
+        self.client.load_connection_file()
+        self.client.start_channels()
+
+    def run(self, code: str, timeout: float = 120) -> str:
+        out: list[str] = []
+
+        def hook(msg: dict) -> None:
+            if msg["msg_type"] == "stream":
+                out.append(msg["content"]["text"])
+            elif msg["msg_type"] == "error":
+                out.append("\n".join(msg["content"]["traceback"]))
+
+        self.client.execute_interactive(code, output_hook=hook, timeout=timeout)
+        return "".join(out)
+
+    def json(self, code: str, timeout: float = 120) -> dict:
+        text = self.run(code, timeout)
+        try:
+            return json.loads(text.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise RuntimeError(f"kernel said:\n{text}") from None
+
+    def close(self) -> None:
+        self.client.stop_channels()
+
+
+def comm_path(page, kernel: Kernel, in_flight: int, seconds: float, warm: float) -> dict:
+    kernel.run(f"live.in_flight.value = {in_flight}")
+    page.locator(".falkit-live-start").click()
+    page.wait_for_function(
+        "() => Number(document.querySelector('.falkit-live-counter')?.dataset.outputs) >= 10",
+        timeout=60_000,
+    )
+    time.sleep(warm)
+    mark = kernel.json("print(json.dumps([live.received, len(live.stream.stats.page_ms)]))")
+    began = time.perf_counter()
+    time.sleep(seconds)
+    end = kernel.json("print(json.dumps([live.received, len(live.stream.stats.page_ms)]))")
+    wall = time.perf_counter() - began
+    page.locator(".falkit-live-stop").click()
+    time.sleep(1.5)  # the page's last round trips arrive
+    stats = kernel.json(
+        "print(json.dumps({'page': list(live.stream.stats.page_ms), **live.summary()}))"
+    )
+    page_ms = stats["page"][mark[1] : end[1]]
+    return {
+        "fps": (end[0] - mark[0]) / wall,
+        "ms": page_ms,
+        "dropped": stats["dropped"],
+        "kernel_p50": stats["p50_ms"],
+    }
+
+
+def notebook(root: Path) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nb.cells = [
+        nbformat.v4.new_code_cell(APP),
+        nbformat.v4.new_code_cell("%fal serve LiveBench"),
+        nbformat.v4.new_code_cell(OPEN),
+    ]
+    nbformat.write(nb, root / "bench.ipynb")
+
+
+def line(name: str, fps: float, ms: list[float]) -> str:
+    return (
+        f"{name:<34} {fps:6.1f} frames/s   round trip p50 {pct(ms, 0.5):6.1f} ms"
+        f"   p99 {pct(ms, 0.99):6.1f} ms   (n={len(ms)})"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--warm", type=float, default=2.0)
+    parser.add_argument(
+        "--nodelay", action="store_true", help="TCP_NODELAY on Jupyter's kernel WebSockets"
+    )
+    args = parser.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory(prefix="falkit-live-bench-") as tmp:
+        root = Path(tmp)
+        notebook(root)
+        token, port = secrets.token_hex(16), _free_port()
+        env = {
+            **os.environ,
+            "JUPYTER_CONFIG_DIR": str(root / "config"),
+            "JUPYTER_RUNTIME_DIR": str(root / "runtime"),
+        }
+        if args.nodelay:
+            (root / "config").mkdir()
+            (root / "config" / "jupyter_server_config.py").write_text(NODELAY)
+        log = (root / "lab.log").open("w")
+        proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "jupyter", "lab", "--no-browser",
+                "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+                f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+                "--ServerApp.port_retries=0",
+                f"--LabApp.user_settings_dir={root / 'settings'}",
+                f"--LabApp.workspaces_dir={root / 'workspaces'}",
+                *(["--allow-root"] if os.geteuid() == 0 else []),
+            ],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root,
+        )  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
+        kernel = None
+        try:
+            _wait_for_lab(base, token, proc, root / "lab.log")
+            with sync_playwright() as pw:
+                browser = pw.chromium.launch(
+                    executable_path=CHROMIUM,
+                    args=[
+                        *CHROMIUM_ARGS,
+                        "--use-fake-device-for-media-stream",
+                        "--use-fake-ui-for-media-stream",
+                    ],
+                )
+                try:
+                    page = browser.new_page(viewport={"width": 1400, "height": 1200})
+                    page.set_default_timeout(60_000)
+                    page.goto(f"{base}/lab/tree/bench.ipynb?token={token}")
+                    _run_all_cells(page)
+                    page.locator(".falkit-live").wait_for(timeout=90_000)
+                    kernel = Kernel(base, token, root / "runtime")
+                    comm = {
+                        n: comm_path(page, kernel, n, args.seconds, args.warm) for n in (1, 2, 4)
+                    }
+                    alone = kernel.json(KERNEL_ONLY.format(seconds=args.seconds))
+                    kernel.run('fal.stop("LiveBench")')
+                finally:
+                    browser.close()
+        finally:
+            if kernel is not None:
+                kernel.close()
+            _stop_lab(proc, base, token)
+            log.close()
+
+    jupyter = "kernel WebSockets with TCP_NODELAY" if args.nodelay else "stock Jupyter Server"
+    print(f"512x512 JPEG frames from Chromium's fake camera, {alone['bytes']} bytes; {jupyter}")
+    print(line("Client.realtime in the kernel", alone["fps"], alone["ms"]))
+    for n, run in comm.items():
+        print(line(f"comm path, {n} in flight", run["fps"], run["ms"]))
+        print(
+            f"    of which kernel<->server p50 {run['kernel_p50']:.1f} ms, {run['dropped']} dropped"
+        )
+    base_p50 = statistics.median(alone["ms"])
+    for n, run in comm.items():
+        ratio = statistics.median(run["ms"]) / base_p50
+        verdict = "goal met" if ratio <= 1.5 else "MISSED"
+        print(f"comm path ({n} in flight) p50 ratio to kernel-only: {ratio:.2f}x "
+              f"(goal <= 1.5x: {verdict})")  # fmt: skip
+    best = max(run["fps"] for run in comm.values())
+    print(f"comm path frames/s, throttle off: {best:.1f} "
+          f"(goal >= 15: {'goal met' if best >= 15 else 'MISSED'})")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
