@@ -5,12 +5,15 @@ the routes and middlewares an App adds itself."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+import time
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import WebSocket
+from fastapi import Request, WebSocket
 from pydantic import BaseModel
 
 import falkit as fal
@@ -332,3 +335,70 @@ def test_an_apps_own_routes_and_middlewares_are_served(serve):
     bare = serve(Bare)
     assert httpx.get(bare.url + "/ready").json() == {"status": "ready"}
     assert httpx.get(bare.url + "/health").status_code == 404  # not added without super()
+
+
+def test_handle_exit_runs_when_the_server_stops_before_requests_in_flight_end(serve):
+    events: list[str] = []
+    entered = threading.Event()
+
+    class Exits(fal.App):
+        def setup(self) -> None:
+            self.exiting = False
+
+        def handle_exit(self) -> None:
+            events.append("handle_exit")
+            self.exiting = True
+
+        def teardown(self) -> None:
+            events.append("teardown")
+
+        @fal.endpoint("/work")
+        def work(self) -> dict:
+            entered.set()
+            for _ in range(500):  # a long loop that checks fal's flag
+                if self.exiting:
+                    events.append("loop saw the flag")
+                    return {"stopped": True}
+                time.sleep(0.01)
+            return {"stopped": False}
+
+    server = serve(Exits)
+    answers: list[dict] = []
+    caller = threading.Thread(
+        target=lambda: answers.append(httpx.post(server.url + "/work", timeout=30).json())
+    )
+    caller.start()
+    assert entered.wait(10)
+    server.stop()
+    caller.join(30)
+    assert answers == [{"stopped": True}]
+    assert events == ["handle_exit", "loop saw the flag", "teardown"]
+
+
+def test_cancel_on_disconnect_ends_the_block_when_the_queue_cancels(serve):
+    from falkit.compat import use_fal_client
+    from falkit.toolkit.utils.endpoint import cancel_on_disconnect
+
+    fal_client = pytest.importorskip("fal_client")
+    seen: list[str] = []
+    entered = threading.Event()
+
+    class Watches(fal.App):
+        @fal.endpoint("/")
+        async def run(self, request: Request) -> dict:
+            async with cancel_on_disconnect(request):
+                entered.set()
+                await asyncio.sleep(30)
+                seen.append("finished the work")
+            seen.append("after the block")
+            return {"cut": "finished the work" not in seen}
+
+    server = serve(Watches)
+    with use_fal_client(server) as app_id:
+        handle = fal_client.submit(app_id, {})
+        assert entered.wait(10)
+        handle.cancel()
+        deadline = time.monotonic() + 10
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert seen == ["after the block"]  # cancelled inside, the code after it ran

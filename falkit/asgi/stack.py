@@ -92,6 +92,7 @@ def _lifespan(instance: App) -> Callable[[Any], Any]:
         try:
             yield
         finally:
+            instance.handle_exit()  # fal's order: told to stop, then torn down
             await call_hook(instance.teardown)
 
     return lifespan

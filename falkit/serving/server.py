@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import logging
 import socket
 import sys
 import threading
@@ -247,6 +248,7 @@ class Server:
         the instance is dropped (its GPU memory handed back)."""
         if self._on_stop is not None:
             self._on_stop(self)
+        self._handle_exit()
         if self._uvicorn is not None:
             self._uvicorn.should_exit = True
         elif self._loop is not None and self._main is not None:
@@ -399,6 +401,19 @@ class Server:
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"<falkit.Server {self.app_name} {state} at {self.url}>"
+
+    def _handle_exit(self) -> None:
+        # fal calls ``handle_exit()`` when its runner is told to stop, before requests in
+        # flight finish: the same moment here (``falkit serve`` reaches it on SIGTERM).
+        instance = self._instance
+        if instance is None or not self.running:
+            return
+        try:
+            instance.handle_exit()
+        except Exception:
+            logging.getLogger("falkit.server").exception(
+                "%s.handle_exit() failed", type(instance).__name__
+            )
 
     def _repr_pretty_(self, p: Any, cycle: bool) -> None:
         p.text(card_text(self))

@@ -25,14 +25,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import sources
-from .cache import model_weights_dir, persistent_dir, repository_dir
-from .exceptions import DownloadError, FalTookitException
+from .. import sources
+from ..cache import model_weights_dir, persistent_dir, repository_dir
+from ..exceptions import DownloadError, FalTookitException
 
 __all__ = [  # the FAL_*_DIR names come from __getattr__ below
-    "FAL_MODEL_WEIGHTS_DIR",  # noqa: F822
-    "FAL_PERSISTENT_DIR",  # noqa: F822
-    "FAL_REPOSITORY_DIR",  # noqa: F822
+    "FAL_MODEL_WEIGHTS_DIR",
+    "FAL_PERSISTENT_DIR",
+    "FAL_REPOSITORY_DIR",
     "DownloadError",
     "clone_repository",
     "download_file",
