@@ -11,10 +11,12 @@ fi
 . scripts/_venv.sh
 install_falkit "dev,torch,notebooks,ray"
 # The fal SDK without its fastapi<0.137 pin (see the `fal` extra), plus what `import fal`
-# and fal's own local server (tests/test_fal_apps.py compares against it) need.
+# and fal's own local server (tests/test_fal_apps.py compares against it) need. Not its
+# pathspec<1 pin either: mypy (the house rules below) needs pathspec 1, and what falkit
+# uses of fal runs with it.
 python -m pip install -q --no-deps "fal==1.83.0"
 python -m pip install -q isolate-proto grpc-interceptor "structlog<26" "rich<15" colorama tomli \
-  "cloudpickle<3.2" opentelemetry-sdk "pathspec<1" starlette-exporter
+  "cloudpickle<3.2" opentelemetry-sdk starlette-exporter
 # tests/test_fal_js.py: the real @fal-ai/client from npm (node, and Chromium through esbuild).
 bash scripts/js_deps.sh
 # The house rules first (STYLE.md): lint, types, and the layers contract (pyproject.toml).
