@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from .messages import send_json
+from .messages import header, send_json
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
@@ -62,7 +62,7 @@ class FalProxy:
         if scope["type"] != "http" or scope["path"].rstrip("/") != PROXY_PATH:
             await self.app(scope, receive, send)
             return
-        target = next((v for k, v in scope["headers"] if k == TARGET_HEADER), None)
+        target = header(scope, TARGET_HEADER)
         if target is None:
             await send_json(send, 400, {"detail": "missing the x-fal-target-url header"})
             return

@@ -56,7 +56,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from . import webhooks
 from .limits import UNLIMITED
-from .messages import read_body, send_bytes, send_json
+from .messages import header, origin, read_body, send_bytes, send_json
 from .queue import (
     COMPLETED,
     IN_QUEUE,
@@ -133,7 +133,7 @@ class FalGateway:
             await send_json(send, 404, {"detail": "expected /.fal/queue/<owner>/<app>/..."})
             return
         app_id = f"{parts[0]}/{parts[1]}"
-        base = f"{_origin(scope)}{QUEUE}{app_id}/requests"
+        base = f"{origin(scope)}{QUEUE}{app_id}/requests"
         rest = parts[2:]
         if rest[:1] == ["requests"] and len(rest) >= 2:
             await self._lookup(scope, receive, send, base, rest[1], rest[2:])
@@ -444,10 +444,10 @@ def _is_cancellation(exc: BaseException) -> bool:
 def _start_timeout(scope: Scope) -> tuple[float | None, str | None]:
     """``X-Fal-Request-Timeout`` (fal_client's ``start_timeout``) in seconds, or why it
     is refused."""
-    header = next((v for k, v in scope["headers"] if k.lower() == b"x-fal-request-timeout"), None)
-    if header is None:
+    value_of = header(scope, b"x-fal-request-timeout")
+    if value_of is None:
         return None, None
-    raw = header.decode("latin-1")
+    raw = value_of.decode("latin-1")
     try:
         value = float(raw)
     except ValueError:
@@ -465,12 +465,3 @@ def _flag(scope: Scope, name: str) -> bool:
 async def _refuse(send: Send, status: int, detail: str, error_type: str) -> None:
     kind = [(b"x-fal-error-type", error_type.encode())]
     await send_json(send, status, {"detail": detail, "error_type": error_type}, kind)
-
-
-def _origin(scope: Scope) -> str:
-    headers = dict(scope.get("headers", []))
-    host = headers.get(b"host", b"").decode("latin-1")
-    if not host and scope.get("server"):
-        server_host, port = scope["server"]
-        host = f"{server_host}:{port}"
-    return f"{scope.get('scheme', 'http')}://{host}"

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from .messages import read_body, replay, send_json
+from .messages import header, read_body, replay, send_json
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -225,7 +225,7 @@ class Guard:
             return
         headers = _Headers(scope["headers"])
         origin = headers.origin.decode("latin-1")
-        if not self._host_allowed(headers, kind):
+        if not self._host_allowed(headers, scope):
             host = headers.host.decode("latin-1")
             await self._refuse(scope, receive, send, 403, _foreign_host(host))
             return
@@ -238,9 +238,7 @@ class Guard:
             await self._websocket(scope, receive, send, headers, foreign, origin)
             return
         if scope["method"] == "OPTIONS" and origin and _is_preflight(scope):
-            requested = next(
-                (v for k, v in scope["headers"] if k == b"access-control-request-headers"), b""
-            )
+            requested = header(scope, b"access-control-request-headers") or b""
             await self._preflight(send, origin, foreign, requested)
             return
         refusal = self._refusal(headers, foreign, origin)
@@ -258,7 +256,7 @@ class Guard:
 
     # -- decisions --
 
-    def _host_allowed(self, headers: _Headers, kind: str) -> bool:
+    def _host_allowed(self, headers: _Headers, scope: Scope) -> bool:
         allowed = self._hosts.get(headers.host)
         if allowed is None:
             allowed = self.spec.allows_host(_host_name(headers.host.decode("latin-1")))
@@ -266,12 +264,10 @@ class Guard:
                 self._hosts[headers.host] = allowed
         if allowed or not self._proxy_root:
             return allowed
-        if kind == "http":
+        if scope["type"] == "http":
             return headers.forwarded_context == self._proxy_root
-        return (
-            bool(headers.origin)
-            and urlsplit(headers.origin.decode("latin-1")).netloc.encode("latin-1") == headers.host
-        )
+        origin = headers.origin.decode("latin-1")
+        return bool(origin) and self._same_origin(origin, headers, scope)
 
     def _same_origin(self, origin: str, headers: _Headers, scope: Scope) -> bool:
         parts = urlsplit(origin)
@@ -375,7 +371,7 @@ def _foreign_host(host: str) -> str:
 
 
 def _is_preflight(scope: Scope) -> bool:
-    return any(name == b"access-control-request-method" for name, _ in scope["headers"])
+    return header(scope, b"access-control-request-method") is not None
 
 
 def _too_large(size: int, limit: int, *, at_least: bool = False) -> str:

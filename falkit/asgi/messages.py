@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from starlette.types import Message, Receive, Send
+    from starlette.types import Message, Receive, Scope, Send
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -30,6 +30,21 @@ async def read_body(receive: Receive, *, limit: int | None = None) -> tuple[byte
         if not message.get("more_body", False) or (limit is not None and size > limit):
             break
     return b"".join(chunks), messages
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    """The value of request header ``name`` (lower case, as ASGI gives names), or ``None``."""
+    return next((value for key, value in scope["headers"] if key == name), None)
+
+
+def origin(scope: Scope) -> str:
+    """``scheme://host[:port]`` the client reached this server at (its ``Host``, else the
+    socket's address)."""
+    host = (header(scope, b"host") or b"").decode("latin-1")
+    if not host and scope.get("server"):
+        server_host, port = scope["server"]
+        host = f"{server_host}:{port}"
+    return f"{scope.get('scheme', 'http')}://{host}"
 
 
 def replay(messages: list[Message], then: Receive) -> Receive:

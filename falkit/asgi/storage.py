@@ -19,6 +19,7 @@ large is kept locally. Files live in the server's memory and go with it.
 
 from __future__ import annotations
 
+import json
 import mimetypes
 import re
 import secrets
@@ -28,7 +29,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote
 
-from .messages import read_body, send_bytes, send_json
+from .messages import header, origin, read_body, send_bytes, send_json
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
@@ -76,20 +77,14 @@ class FileStore:
         return self._files.get(key)
 
 
-def _origin(scope: Scope) -> str:
-    host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), "")
-    if not host and scope.get("server"):
-        server_host, port = scope["server"]
-        host = f"{server_host}:{port}"
-    root = scope.get("root_path", "")
-    return f"{scope.get('scheme', 'http')}://{host}{root}"
+def _base(scope: Scope) -> str:
+    # Where a browser finds this server's files: behind a hub, under its proxy path.
+    return origin(scope) + scope.get("root_path", "")
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return value.decode("latin-1")
-    return None
+def _text(scope: Scope, name: bytes) -> str | None:
+    value = header(scope, name)
+    return None if value is None else value.decode("latin-1")
 
 
 class FalStorage:
@@ -128,14 +123,12 @@ class FalStorage:
             {
                 "token": "falkit-local-token",
                 "token_type": "Bearer",
-                "base_url": _origin(scope) + "/.fal/cdn",
+                "base_url": _base(scope) + "/.fal/cdn",
                 "expires_at": expires.isoformat(),
             },
         )
 
     async def _initiate(self, scope: Scope, receive: Receive, send: Send) -> None:
-        import json
-
         body, _ = await read_body(receive, limit=64 * 1024)
         try:
             asked = json.loads(body or b"{}")
@@ -145,18 +138,18 @@ class FalStorage:
             await send_json(send, 422, {"detail": "expected {'file_name', 'content_type'}"})
             return
         key = self.store.reserve(name, content_type)
-        url = f"{_origin(scope)}{FILES}{quote(key)}"
+        url = f"{_base(scope)}{FILES}{quote(key)}"
         await send_json(send, 200, {"upload_url": url, "file_url": url})
 
     async def _upload(self, scope: Scope, receive: Receive, send: Send) -> None:
         data = await self._read(receive, send)
         if data is None:
             return
-        name = unquote(_header(scope, b"x-fal-file-name") or "") or "upload.bin"
-        content_type = _header(scope, b"content-type") or _guess(name)
+        name = unquote(_text(scope, b"x-fal-file-name") or "") or "upload.bin"
+        content_type = _text(scope, b"content-type") or _guess(name)
         key = self.store.reserve(name, content_type)
         self.store.put(key, data)
-        await send_json(send, 200, {"access_url": f"{_origin(scope)}{FILES}{quote(key)}"})
+        await send_json(send, 200, {"access_url": f"{_base(scope)}{FILES}{quote(key)}"})
 
     async def _put(self, scope: Scope, receive: Receive, send: Send, key: str) -> None:
         key = unquote(key)

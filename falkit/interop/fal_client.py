@@ -184,7 +184,7 @@ def _transports() -> tuple[type, type]:
     return RoutingTransport, AsyncRoutingTransport
 
 
-def _ws_hooks(module: Any) -> tuple[Any, Any]:
+def _ws_hooks() -> tuple[Any, Any]:
     sync_connect, async_connect = (_routes.saved[name] for name in _WS_HOOKS)
 
     @contextlib.contextmanager
@@ -230,7 +230,7 @@ def _enter(module: Any, server: Any) -> None:
             module.QUEUE_URL_FORMAT = f"http://{_HOST}/.fal/queue/"
             module.REALTIME_URL_FORMAT = f"ws://{_HOST}/"
             module.BackupDomainTransport, module.AsyncBackupDomainTransport = _transports()
-            module._connect_sync_ws, module._connect_async_ws = _ws_hooks(module)
+            module._connect_sync_ws, module._connect_async_ws = _ws_hooks()
         _routes.servers.append(server)
         _point_rest_at(module, server)
 
