@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from .core import SKIP, BaseRealtimeSession, Decoder, Encoder, closed
+from .core import SKIP, BaseRealtimeSession, closed
 
 
 class RealtimeSession(BaseRealtimeSession):
@@ -64,21 +64,7 @@ class RealtimeSession(BaseRealtimeSession):
 class AsyncRealtimeSession(BaseRealtimeSession):
     """The asyncio twin of ``RealtimeSession``; a throttled input is sent by a timer."""
 
-    def __init__(
-        self,
-        ws: Any,
-        *,
-        encode_message: Encoder | None = None,
-        decode_message: Decoder | None = None,
-        throttle_interval: float | None = None,
-    ) -> None:
-        super().__init__(
-            ws,
-            encode_message=encode_message,
-            decode_message=decode_message,
-            throttle_interval=throttle_interval,
-        )
-        self._timer: asyncio.Task[None] | None = None
+    _timer: asyncio.Task[None] | None = None  # sends the input the throttle held back
 
     async def send(self, obj: Any) -> None:
         frame = self._outgoing(obj)
