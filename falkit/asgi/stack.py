@@ -92,8 +92,10 @@ def _lifespan(instance: App) -> Callable[[Any], Any]:
         try:
             yield
         finally:
-            instance.handle_exit()  # fal's order: told to stop, then torn down
-            await call_hook(instance.teardown)
+            try:
+                instance.handle_exit()  # fal's order: told to stop, then torn down
+            finally:
+                await call_hook(instance.teardown)  # a failing handle_exit skips nothing
 
     return lifespan
 
