@@ -71,8 +71,8 @@ def serve(
     Safe by default (see ``falkit.asgi.guard``): bound to 127.0.0.1; any other ``host`` prints
     a warning and requires ``Authorization: Key <key>`` on every request, with a key made
     for the server and never printed (``server.api_key``; ``server.client`` sends it);
-    ``auth`` is ``False`` to
-    turn keys off, ``True`` to require one on loopback too, or the key itself. Browser
+    ``auth`` is ``False`` to turn keys off, ``True`` to require one on loopback too, or the
+    key itself. Browser
     pages of other origins are refused unless listed in ``cors_origins``; request bodies
     over ``max_body_size`` bytes (default 64 MiB, ``None``: no limit) get 413. Requests
     whose ``Host`` is not a loopback name or address, the bound address or one of
