@@ -5,7 +5,9 @@ server stopping, hot swap). Real loopback sockets."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -246,3 +248,55 @@ def test_stop_iteration_from_a_sync_handler_is_an_error_frame(server) -> None:
         rt.send({"i": 1})
         with pytest.raises(fal.RealtimeError, match="StopIteration"):
             rt.recv(5)
+
+
+def test_a_session_cancelled_while_its_workers_stop_leaves_no_loop_error() -> None:
+    # A session's task cancelled while ``leave`` waits for the threads (starlette's
+    # TestClient closing its portal does that) once cancelled the future the threads'
+    # exit settles: "InvalidStateError" from the loop, in the cell's stderr.
+    from falkit.asgi.realtime import Workers
+
+    release = threading.Event()
+    errors: list[dict] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, context: errors.append(context))
+        workers = Workers.enter()
+        call = workers.run(release.wait, 5)
+        leaving = asyncio.ensure_future(workers.leave())
+        await asyncio.sleep(0.05)  # leave() now waits for the busy thread
+        leaving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await leaving
+        release.set()
+        assert await call is True
+        for _ in range(200):  # the thread's exit reaches the loop
+            if not workers.alive:
+                break
+            await asyncio.sleep(0.01)
+        assert workers.alive == 0
+
+    asyncio.run(main())
+    assert errors == []
+    assert wait_until(lambda: not worker_threads())
+
+
+def test_in_process_testclient_sessions_leave_no_loop_error(caplog) -> None:
+    # Notebook 06's in-process tests, repeated: no loop error, no thread left.
+    from fastapi.testclient import TestClient
+
+    from falkit.asgi import build_asgi
+
+    class Echo(fal.App):
+        @fal.realtime("/rt")
+        def rt(self, data: In) -> In:
+            return data
+
+    caplog.set_level(logging.ERROR, logger="asyncio")
+    for i in range(10):
+        with TestClient(build_asgi(Echo())) as client, client.websocket_connect("/rt") as ws:
+            ws.send_bytes(pack({"i": i}))
+            assert msgpack.unpackb(ws.receive_bytes()) == {"i": i}
+    assert wait_until(lambda: not worker_threads())
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []

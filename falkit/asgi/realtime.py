@@ -357,7 +357,9 @@ class Workers:
         for _ in self.threads:
             self.jobs.put(None)
         if self.alive:
-            await self.stopped
+            # Shielded: a session cancelled here (its client's portal closing, the server
+            # stopping) must not cancel the future the threads' exits settle.
+            await asyncio.shield(self.stopped)
         for thread in self.threads:
             thread.join()  # each has nothing left to do but return
 
