@@ -8,7 +8,8 @@ The layout rule (enforced by the import-linter contract in ``pyproject.toml``):
 
 * Top-level modules are the user's model and its tools: ``app``, ``routes``, ``codec``,
   ``devices``, ``exceptions`` (one tree), ``ref`` (``fal.ref``), ``magics``, ``cli``,
-  ``export``, ``ray`` and ``compat`` (a documented path), and ``toolkit``, a package whose
+  ``export``, ``ray``, ``compat`` (a documented path) and ``jupyter`` (the Jupyter Server
+  extension, loaded by the server, never by the kernel), and ``toolkit``, a package whose
   modules are public because they mirror ``fal.toolkit``'s paths. There is no ``_x.py`` at
   the top level.
 * Roles are subpackages, each with one owner: ``asgi`` (the whole per-request stack, built
@@ -18,7 +19,7 @@ The layout rule (enforced by the import-linter contract in ``pyproject.toml``):
   plain names; what other parts of falkit use is public only through its ``__init__``.
 * Layers, highest first; a module imports only from layers below it::
 
-      cli | magics
+      cli | magics | compat | jupyter
       playground | bench | ray | export
       serving
       interop
