@@ -6,10 +6,15 @@ Chromium, the kernel, uvicorn.
 
 The route decodes the JPEG, inverts it and encodes it again (Pillow), as a small image
 filter would. The comm path is measured with the throttle off, with 1, 2 (the default) and
-4 frames in flight; round trips are what the page measured (frame sent to output received), after a
-warm-up. Goals: comm p50 within 1.5x the kernel-only p50, and >= 15 frames/s.
+4 frames in flight; round trips are what the page measured (frame sent to output received),
+after a warm-up. Goals: comm p50 within 1.5x the kernel-only p50, and >= 15 frames/s.
 
-    python benchmarks/live_media.py [--seconds 8]
+The floor under any comm path is measured too: an anywidget echoing a buffer of about a
+frame's size, page to kernel and back, with no falkit in it. Jupyter Server runs with
+falkit's extension (``falkit.jupyter``: TCP_NODELAY on kernel WebSockets), as installing
+falkit sets it up; ``--nagle`` turns it off for the before/after.
+
+    python benchmarks/live_media.py [--seconds 8] [--nagle]
 """
 
 from __future__ import annotations
@@ -85,22 +90,38 @@ print(json.dumps({{"ms": took, "fps": len(took) / wall, "bytes": len(frame)}}))
 """
 
 
-# Jupyter Server writes kernel messages to the browser with Nagle's algorithm on (it never
-# calls set_nodelay on its kernel WebSocket): with more than one message per round trip
-# (ipykernel's busy and idle, then the output), the later ones wait for the browser's
-# delayed ACK, ~40 ms. --nodelay measures the comm path with that one call added.
-NODELAY = """\
-from jupyter_server.services.kernels.websocket import KernelWebsocketHandler
-
-_open = KernelWebsocketHandler.open
+# The floor under any comm path: an anywidget that echoes a buffer of the frame's size
+# (page -> Jupyter Server -> kernel -> Jupyter Server -> page), no falkit, no route.
+ECHO = """\
+import anywidget
 
 
-async def open(self, kernel_id):
-    self.set_nodelay(True)
-    return await _open(self, kernel_id)
+class Echo(anywidget.AnyWidget):
+    _esm = '''
+    export default { render({ model, el }) {
+      const payload = new Uint8Array(%(size)d), rtts = [];
+      let sentAt = 0;
+      const ping = () => {
+        sentAt = performance.now();
+        model.send({}, undefined, [payload.buffer.slice(0)]);
+      };
+      model.on("msg:custom", () => {
+        rtts.push(performance.now() - sentAt);
+        if (rtts.length < %(count)d) return ping();
+        el.dataset.rtts = JSON.stringify(rtts);
+        el.classList.add("falkit-echo-done");
+      });
+      el.classList.add("falkit-echo");
+      setTimeout(ping, 1000);
+    } }
+    '''
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on_msg(lambda widget, content, buffers: self.send({}, buffers))
 
 
-KernelWebsocketHandler.open = open
+Echo()
 """
 
 
@@ -173,7 +194,14 @@ def comm_path(page, kernel: Kernel, in_flight: int, seconds: float, warm: float)
     }
 
 
-def notebook(root: Path) -> None:
+def comm_floor(page) -> list[float]:
+    """Round trips of the echo widget (the notebook's last cell), after its first 30."""
+    done = page.locator(".falkit-echo-done")
+    done.wait_for(timeout=120_000)
+    return json.loads(done.get_attribute("data-rtts"))[30:]
+
+
+def notebook(root: Path, echo_bytes: int) -> None:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {
         "name": "python3",
@@ -184,6 +212,7 @@ def notebook(root: Path) -> None:
         nbformat.v4.new_code_cell(APP),
         nbformat.v4.new_code_cell("%fal serve LiveBench"),
         nbformat.v4.new_code_cell(OPEN),
+        nbformat.v4.new_code_cell(ECHO % {"size": echo_bytes, "count": 330}),
     ]
     nbformat.write(nb, root / "bench.ipynb")
 
@@ -200,23 +229,27 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--warm", type=float, default=2.0)
     parser.add_argument(
-        "--nodelay", action="store_true", help="TCP_NODELAY on Jupyter's kernel WebSockets"
+        "--nagle",
+        action="store_true",
+        help="without falkit's Jupyter Server extension (Nagle on the kernel WebSockets)",
     )
+    parser.add_argument("--echo-bytes", type=int, default=32 * 1024)
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory(prefix="falkit-live-bench-") as tmp:
         root = Path(tmp)
-        notebook(root)
+        notebook(root, args.echo_bytes)
         token, port = secrets.token_hex(16), _free_port()
         env = {
             **os.environ,
             "JUPYTER_CONFIG_DIR": str(root / "config"),
             "JUPYTER_RUNTIME_DIR": str(root / "runtime"),
         }
-        if args.nodelay:
-            (root / "config").mkdir()
-            (root / "config" / "jupyter_server_config.py").write_text(NODELAY)
+        (root / "config").mkdir()
+        if args.nagle:  # over the jupyter_server_config.d file falkit installs
+            off = {"ServerApp": {"jpserver_extensions": {"falkit.jupyter": False}}}
+            (root / "config" / "jupyter_server_config.json").write_text(json.dumps(off))
         log = (root / "lab.log").open("w")
         proc = subprocess.Popen(
             [
@@ -249,6 +282,7 @@ def main() -> None:
                     page.goto(f"{base}/lab/tree/bench.ipynb?token={token}")
                     _run_all_cells(page)
                     page.locator(".falkit-live").wait_for(timeout=90_000)
+                    floor = comm_floor(page)
                     kernel = Kernel(base, token, root / "runtime")
                     comm = {
                         n: comm_path(page, kernel, n, args.seconds, args.warm) for n in (1, 2, 4)
@@ -263,9 +297,15 @@ def main() -> None:
             _stop_lab(proc, base, token)
             log.close()
 
-    jupyter = "kernel WebSockets with TCP_NODELAY" if args.nodelay else "stock Jupyter Server"
+    jupyter = (
+        "Nagle on (falkit.jupyter disabled)"
+        if args.nagle
+        else "kernel WebSockets with TCP_NODELAY (falkit.jupyter)"
+    )
     print(f"512x512 JPEG frames from Chromium's fake camera, {alone['bytes']} bytes; {jupyter}")
     print(line("Client.realtime in the kernel", alone["fps"], alone["ms"]))
+    floor_fps = 1000 / statistics.mean(floor)
+    print(line(f"comm echo, {args.echo_bytes} B, no falkit", floor_fps, floor))
     for n, run in comm.items():
         print(line(f"comm path, {n} in flight", run["fps"], run["ms"]))
         print(
@@ -277,6 +317,8 @@ def main() -> None:
         verdict = "goal met" if ratio <= 1.5 else "MISSED"
         print(f"comm path ({n} in flight) p50 ratio to kernel-only: {ratio:.2f}x "
               f"(goal <= 1.5x: {verdict})")  # fmt: skip
+    ratio = statistics.median(floor) / base_p50
+    print(f"comm echo (the floor of any comm path) p50 ratio to kernel-only: {ratio:.2f}x")
     best = max(run["fps"] for run in comm.values())
     print(f"comm path frames/s, throttle off: {best:.1f} "
           f"(goal >= 15: {'goal met' if best >= 15 else 'MISSED'})")  # fmt: skip
