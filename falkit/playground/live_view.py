@@ -9,7 +9,8 @@ output, with the image to show as its buffer when there is one, and
 ``{"kind": "ack", "seq", "dropped"}`` for a dropped frame (and, where outputs are not
 matched to frames, for each frame leaving the kernel's mailbox). The page captures only
 when it may send: fewer than ``window`` frames unanswered (or the last one acked), and
-``interval_ms`` passed.
+``interval_ms`` passed. The widget's comm is quiet (``falkit.playground.quiet``): no
+``busy`` status per frame, which cost the page a JupyterLab redraw each.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any
 
 import anywidget
 import traitlets as T
+
+from .quiet import quiet, unquiet
 
 _ESM = Path(__file__).with_name("live_view.js")
 
@@ -39,6 +42,18 @@ class LiveView(anywidget.AnyWidget):  # type: ignore[misc]
     mime = T.Unicode("image/jpeg").tag(sync=True)
     quality = T.Float(0.85).tag(sync=True)
     error = T.Unicode("").tag(sync=True)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # Frames come dozens a second: no ``busy`` status (and page redraw) for each.
+        self._comm_id = getattr(self.comm, "comm_id", None)
+        if self._comm_id:
+            quiet(self._comm_id)
+
+    def close(self) -> None:
+        if self._comm_id:
+            unquiet(self._comm_id)
+        super().close()
 
     def __repr__(self) -> str:
         return f"<LiveView source={self.source!r} running={self.running}>"
