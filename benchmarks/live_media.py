@@ -232,7 +232,7 @@ def notebook(root: Path, echo_bytes: int) -> None:
 
 def line(name: str, fps: float, ms: list[float]) -> str:
     return (
-        f"{name:<34} {fps:6.1f} frames/s   round trip p50 {pct(ms, 0.5):6.1f} ms"
+        f"{name:<34} {fps:6.1f} frames/s   round trip p50 {statistics.median(ms):6.1f} ms"
         f"   p99 {pct(ms, 0.99):6.1f} ms   (n={len(ms)})"
     )
 
