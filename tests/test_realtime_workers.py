@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 import falkit as fal
-from falkit.asgi.realtime import MAX_WORKERS
+from falkit.asgi.workers import MAX_WORKERS
 
 
 class In(BaseModel):
@@ -254,7 +254,7 @@ def test_a_session_cancelled_while_its_workers_stop_leaves_no_loop_error() -> No
     # A session's task cancelled while ``leave`` waits for the threads (starlette's
     # TestClient closing its portal does that) once cancelled the future the threads'
     # exit settles: "InvalidStateError" from the loop, in the cell's stderr.
-    from falkit.asgi.realtime import Workers
+    from falkit.asgi.workers import Workers
 
     release = threading.Event()
     errors: list[dict] = []
