@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from _support import run_in_kernel as run
 from jupyter_client.manager import start_new_kernel
 
 import falkit as fal
@@ -35,20 +36,6 @@ APP = textwrap.dedent(
     print(json.dumps({"url": server.url}))
     """
 )
-
-
-def run(kc: Any, code: str) -> str:
-    """Execute ``code`` in the kernel; its stdout (fails the test on an error)."""
-    out: list[str] = []
-    reply = kc.execute_interactive(
-        code,
-        timeout=60,
-        output_hook=lambda msg: (
-            out.append(msg["content"].get("text", "")) if msg["msg_type"] == "stream" else None
-        ),
-    )
-    assert reply["content"]["status"] == "ok", reply["content"]
-    return "".join(out)
 
 
 @pytest.fixture

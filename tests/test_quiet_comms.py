@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from _support import run_in_kernel as run
 from jupyter_client.manager import start_new_kernel
 
 SETUP = """
@@ -34,19 +35,6 @@ def kernel() -> Iterator[Any]:
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
-
-
-def run(kc: Any, code: str) -> str:
-    out: list[str] = []
-    reply = kc.execute_interactive(
-        code,
-        timeout=60,
-        output_hook=lambda m: (
-            out.append(m["content"].get("text", "")) if m["msg_type"] == "stream" else None
-        ),
-    )
-    assert reply["content"]["status"] == "ok", reply["content"]
-    return "".join(out)
 
 
 def send_comm(kc: Any, comm_id: str, data: dict, buffers: list[bytes] | None = None) -> list:
