@@ -26,6 +26,24 @@ def serve() -> Iterator[Callable[..., Server]]:
         server.stop()
 
 
+@pytest.fixture
+def kernel() -> Iterator[object]:
+    """A real ipykernel (a jupyter_client client to it), its servers and itself stopped
+    after the test."""
+    from _support import run_in_kernel
+    from jupyter_client.manager import start_new_kernel
+
+    km, kc = start_new_kernel(kernel_name="python3")
+    try:
+        yield kc
+    finally:
+        try:
+            run_in_kernel(kc, "import falkit; falkit.stop_all()")
+        finally:
+            kc.stop_channels()
+            km.shutdown_kernel(now=True)
+
+
 @pytest.fixture(autouse=True)
 def _no_leaked_servers() -> Iterator[None]:
     """Every test leaves no server and no falkit thread running."""

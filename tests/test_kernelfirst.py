@@ -9,13 +9,9 @@ import gc
 import json
 import sys
 import textwrap
-from collections.abc import Iterator
-from typing import Any
 
 import httpx
-import pytest
 from _support import run_in_kernel as run
-from jupyter_client.manager import start_new_kernel
 
 import falkit as fal
 from falkit.serving import kernel as _kernelfirst
@@ -36,19 +32,6 @@ APP = textwrap.dedent(
     print(json.dumps({"url": server.url}))
     """
 )
-
-
-@pytest.fixture
-def kernel() -> Iterator[Any]:
-    km, kc = start_new_kernel(kernel_name="python3")
-    try:
-        yield kc
-    finally:
-        try:
-            run(kc, "import falkit; falkit.stop_all()")
-        finally:
-            kc.stop_channels()
-            km.shutdown_kernel(now=True)
 
 
 def test_serving_tunes_the_kernel_and_marks_its_busy_time(kernel):

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from _support import run_in_kernel as run
-from jupyter_client.manager import start_new_kernel
 
 SETUP = """
 import json
@@ -25,16 +22,6 @@ view.on_msg(lambda widget, content, buffers: view.send({"echo": content, "n": le
 slider = W.IntSlider()
 print(json.dumps({"view": view.comm.comm_id, "slider": slider.comm.comm_id}))
 """
-
-
-@pytest.fixture
-def kernel() -> Iterator[Any]:
-    km, kc = start_new_kernel(kernel_name="python3")
-    try:
-        yield kc
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
 
 
 def send_comm(kc: Any, comm_id: str, data: dict, buffers: list[bytes] | None = None) -> list:
