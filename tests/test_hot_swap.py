@@ -345,6 +345,41 @@ def test_teardown_of_the_old_waits_for_its_requests(serve):
     _wait_for(lambda: TEARDOWNS == ["old"])
 
 
+def test_teardown_of_the_old_waits_for_its_queued_requests(serve):
+    # A request submitted through fal's queue runs after its submit has been answered:
+    # the old instance must stay up until it finishes, as for a direct request.
+    started, release = threading.Event(), threading.Event()
+
+    class Queued(fal.App):
+        def setup(self):
+            self.tag = "old"
+
+        def teardown(self):
+            TEARDOWNS.append(self.tag)
+            self.tag = "torn down"
+
+        @fal.endpoint("/")
+        def run(self) -> dict:
+            started.set()
+            release.wait(10)
+            return {"tag": self.tag}
+
+    server = serve(Queued)
+    queue = f"{server.url}/.fal/queue/local/{server.app_name}"
+    with httpx.Client(timeout=10) as http:
+        submitted = http.post(queue + "/", json={}).json()
+        assert started.wait(10)
+        fal.serve(Queued, fresh=True)
+        assert TEARDOWNS == []
+        release.set()
+        deadline = time.monotonic() + 10
+        while http.get(submitted["status_url"]).status_code != 200:
+            assert time.monotonic() < deadline, "the queued request never completed"
+            time.sleep(0.02)
+        assert http.get(submitted["response_url"]).json() == {"tag": "old"}
+    _wait_for(lambda: TEARDOWNS == ["old"])
+
+
 def test_startup_timeout_on_first_serve_is_reported(serve):
     class Stuck(fal.App):
         startup_timeout = 0.3

@@ -163,6 +163,14 @@ class FalGateway:
         entry.scope = _inner_scope(scope, entry, [q for q in query if q[0] != "fal_webhook"])
         self.requests.add(entry)
         entry.task = asyncio.create_task(self._run(entry, body))
+        # The request runs after its submit is answered: it holds the App instance it runs
+        # on (the server's generation) until it ends, so a hot swap does not tear that
+        # instance down under it. The hold is released however the task ends, even
+        # cancelled before it started.
+        hold = scope.get("falkit.hold")
+        if hold is not None:
+            release = hold()
+            entry.task.add_done_callback(lambda _task: release())
         if timeout is not None:
             asyncio.get_running_loop().call_later(timeout, self._start_deadline, entry)
         position = self.requests.position(entry)

@@ -95,6 +95,7 @@ class _Hold:
                 await send({"type": "websocket.close", "code": 1011})
             return
         gen.active += 1
+        scope["falkit.hold"] = gen.hold  # as Server._dispatch sets it
         try:
             await gen.asgi(scope, receive, send)
         finally:
@@ -113,6 +114,20 @@ class _Generation:
         self.asgi = asgi
         self.limits = limits
         self.active = 0
+
+    def hold(self) -> Callable[[], None]:
+        """One more user of this generation until the function returned is called (a
+        second call does nothing): its instance is not torn down before."""
+        self.active += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.active -= 1
+
+        return release
 
     def drop(self) -> None:
         """Forget the instance (so its models can be freed once nothing else holds them)."""

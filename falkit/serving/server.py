@@ -364,6 +364,9 @@ class Server:
         assert gen is not None
         ensure_log_routing()
         gen.active += 1
+        # Work that outlives this call (a request through fal's queue, answered at its
+        # submit) holds the generation too (``falkit.asgi.gateway``).
+        scope["falkit.hold"] = gen.hold
         try:
             await self._dispatch_to(gen.asgi, scope, receive, send)
         finally:
