@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import falkit as fal
 
 
@@ -29,3 +32,23 @@ def run_in_kernel(kc, code: str) -> str:
     )
     assert reply["content"]["status"] == "ok", reply["content"]
     return "".join(out)
+
+
+def poller(default_timeout: float, interval: float = 0.02):
+    """``until(predicate, timeout=default_timeout)``: polls ``predicate`` every
+    ``interval`` seconds until it is true or the time is up; its last answer."""
+
+    def until(predicate, timeout: float = default_timeout) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(interval)
+        return bool(predicate())
+
+    return until
+
+
+def threads_named(prefix: str) -> list[str]:
+    """Names of the running threads whose name starts with ``prefix``."""
+    return [t.name for t in threading.enumerate() if t.name.startswith(prefix)]

@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 import nbformat
 import pytest
+from _support import poller
 from fastapi import WebSocket
 from nbclient import NotebookClient
 from pydantic import BaseModel
@@ -307,10 +308,7 @@ def test_connections_over_the_cap_get_503_not_a_failed_accept(serve):
     time.sleep(1.5)  # the idle ones were dropped by their header timeout anyway
     _still_serves(server)
     # the realtime session's worker thread ends once the server has seen it close
-    deadline = time.monotonic() + 5
-    while _threads() > before_threads + 1 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert _threads() <= before_threads + 1
+    assert poller(5.0, interval=0.01)(lambda: _threads() <= before_threads + 1)
 
 
 def test_a_thousand_idle_sockets_under_a_1024_fd_limit(tmp_path: Path):

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import httpx
 import msgpack
 import pytest
+from _support import poller, threads_named
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 from pydantic import BaseModel
@@ -80,14 +81,8 @@ def _no_leaked_servers():
     assert not leaked, f"test left servers running: {leaked}"
     # A realtime session's worker thread ends when the server has seen the session end,
     # which may come a moment after the client saw its close frame.
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and len(_falkit_threads()) > 1:
-        time.sleep(0.01)
-    assert len(_falkit_threads()) <= 1, _falkit_threads()
-
-
-def _falkit_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("falkit-")]
+    settled = poller(5.0, interval=0.01)(lambda: len(threads_named("falkit-")) <= 1)
+    assert settled, threads_named("falkit-")
 
 
 def good(server) -> None:

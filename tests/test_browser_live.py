@@ -7,11 +7,11 @@ with the sketch pad and synthetic strokes, and with the fake microphone."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import nbformat
 import pytest
+from _support import poller
 from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, _run_all_cells
 from test_browser import lab as lab  # the JupyterLab fixture, reused
 
@@ -103,13 +103,7 @@ def _sessions(root: Path) -> dict[str, int]:
         return {}
 
 
-def _until(predicate, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
+_until = poller(30.0, interval=0.1)
 
 
 def _outputs(page) -> int:

@@ -5,9 +5,9 @@ clean shutdown; one test sends frames over a real kernel's comm with binary buff
 
 from __future__ import annotations
 
+import functools
 import io
 import json
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Annotated
@@ -15,6 +15,7 @@ from typing import Annotated
 import numpy as np
 import pytest
 import torch
+from _support import poller, threads_named
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -37,17 +38,8 @@ def jpeg(color: tuple[int, int, int] = (200, 30, 30), size: int = 32) -> bytes:
     return out.getvalue()
 
 
-def until(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
-
-
-def live_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("falkit-playground-live")]
+until = poller(15.0)
+live_threads = functools.partial(threads_named, "falkit-playground-live")
 
 
 def page_frame(live: LiveSource, seq: int, data: bytes, mime: str = "image/jpeg", **extra):

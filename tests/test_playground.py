@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import html
 import json
 import random
@@ -13,7 +14,6 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -21,6 +21,7 @@ from typing import Literal
 
 import nbformat
 import pytest
+from _support import poller, threads_named
 from fastapi import WebSocket
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from nbclient import NotebookClient
@@ -113,17 +114,8 @@ class PlayApp(fal.App):
         return {"output": input.prompt[::-1]}
 
 
-def until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
-
-
-def playground_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("falkit-playground")]
+until = poller(10.0)
+playground_threads = functools.partial(threads_named, "falkit-playground")
 
 
 @pytest.fixture

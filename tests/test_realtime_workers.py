@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import msgpack
 import pytest
+from _support import poller, threads_named
 from pydantic import BaseModel
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
@@ -34,17 +36,8 @@ def pack(obj) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 
 
-def worker_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("falkit-realtime-")]
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
+worker_threads = functools.partial(threads_named, "falkit-realtime-")
+wait_until = poller(5.0, interval=0.01)
 
 
 def me() -> dict:
