@@ -21,26 +21,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import secrets
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
-import nbformat
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from test_browser import (  # the suite's JupyterLab and Chromium plumbing
     CHROMIUM,
     CHROMIUM_ARGS,
-    _free_port,
     _run_all_cells,
-    _stop_lab,
-    _wait_for_lab,
+    jupyter,
+    write_notebook,
 )
 
 APP = """\
@@ -215,19 +210,8 @@ def comm_floor(page, name: str) -> list[float]:
 
 
 def notebook(root: Path, echo_bytes: int) -> None:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    nb.cells = [
-        nbformat.v4.new_code_cell(APP),
-        nbformat.v4.new_code_cell("%fal serve LiveBench"),
-        nbformat.v4.new_code_cell(OPEN),
-        nbformat.v4.new_code_cell(ECHO % {"size": echo_bytes, "count": 330}),
-    ]
-    nbformat.write(nb, root / "bench.ipynb")
+    echo = ECHO % {"size": echo_bytes, "count": 330}
+    write_notebook(root / "bench.ipynb", [APP, "%fal serve LiveBench", OPEN, echo])
 
 
 def line(name: str, fps: float, ms: list[float]) -> str:
@@ -256,72 +240,44 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="falkit-live-bench-") as tmp:
         root = Path(tmp)
         notebook(root, args.echo_bytes)
-        token, port = secrets.token_hex(16), _free_port()
-        env = {
-            **os.environ,
-            "JUPYTER_CONFIG_DIR": str(root / "config"),
-            "JUPYTER_RUNTIME_DIR": str(root / "runtime"),
-        }
-        (root / "config").mkdir()
-        if args.nagle:  # over the jupyter_server_config.d file falkit installs
-            off = {"ServerApp": {"jpserver_extensions": {"falkit.jupyter": False}}}
-            (root / "config" / "jupyter_server_config.json").write_text(json.dumps(off))
-        log = (root / "lab.log").open("w")
-        proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "jupyter", "lab", "--no-browser",
-                "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-                f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-                "--ServerApp.port_retries=0",
-                f"--LabApp.user_settings_dir={root / 'settings'}",
-                f"--LabApp.workspaces_dir={root / 'workspaces'}",
-                *(["--allow-root"] if os.geteuid() == 0 else []),
-            ],
-            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root,
-        )  # fmt: skip
-        base = f"http://127.0.0.1:{port}"
-        kernel = None
-        try:
-            _wait_for_lab(base, token, proc, root / "lab.log")
-            with sync_playwright() as pw:
-                browser = pw.chromium.launch(
-                    executable_path=CHROMIUM,
-                    args=[
-                        *CHROMIUM_ARGS,
-                        "--use-fake-device-for-media-stream",
-                        "--use-fake-ui-for-media-stream",
-                    ],
-                )
-                try:
-                    page = browser.new_page(viewport={"width": 1400, "height": 1200})
-                    page.set_default_timeout(60_000)
-                    page.goto(f"{base}/lab/tree/bench.ipynb?token={token}")
-                    _run_all_cells(page)
-                    page.locator(".falkit-live").wait_for(timeout=90_000)
-                    floor = {name: comm_floor(page, name) for name in ("plain", "quiet")}
-                    kernel = Kernel(base, token, root / "runtime")
-                    comm = {
-                        n: comm_path(page, kernel, n, args.seconds, args.warm) for n in (1, 2, 4)
-                    }
-                    alone = kernel.json(KERNEL_ONLY.format(seconds=args.seconds))
-                    kernel.run(f"WORK_S = {args.work_ms / 1000}")
-                    model_comm = comm_path(page, kernel, 1, args.seconds, args.warm)
-                    model_alone = kernel.json(KERNEL_ONLY.format(seconds=args.seconds))
-                    kernel.run('fal.stop("LiveBench")')
-                finally:
-                    browser.close()
-        finally:
-            if kernel is not None:
-                kernel.close()
-            _stop_lab(proc, base, token)
-            log.close()
+        # over the jupyter_server_config.d file falkit installs
+        off = {"ServerApp": {"jpserver_extensions": {"falkit.jupyter": False}}}
+        setup = jupyter(root, config=off if args.nagle else None)
+        with setup as (base, token, _), sync_playwright() as pw:
+            browser = pw.chromium.launch(
+                executable_path=CHROMIUM,
+                args=[
+                    *CHROMIUM_ARGS,
+                    "--use-fake-device-for-media-stream",
+                    "--use-fake-ui-for-media-stream",
+                ],
+            )
+            kernel = None
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 1200})
+                page.set_default_timeout(60_000)
+                page.goto(f"{base}/lab/tree/bench.ipynb?token={token}")
+                _run_all_cells(page)
+                page.locator(".falkit-live").wait_for(timeout=90_000)
+                floor = {name: comm_floor(page, name) for name in ("plain", "quiet")}
+                kernel = Kernel(base, token, root / "runtime")
+                comm = {n: comm_path(page, kernel, n, args.seconds, args.warm) for n in (1, 2, 4)}
+                alone = kernel.json(KERNEL_ONLY.format(seconds=args.seconds))
+                kernel.run(f"WORK_S = {args.work_ms / 1000}")
+                model_comm = comm_path(page, kernel, 1, args.seconds, args.warm)
+                model_alone = kernel.json(KERNEL_ONLY.format(seconds=args.seconds))
+                kernel.run('fal.stop("LiveBench")')
+            finally:
+                browser.close()
+                if kernel is not None:
+                    kernel.close()
 
-    jupyter = (
+    server = (
         "Nagle on (falkit.jupyter disabled)"
         if args.nagle
         else "kernel WebSockets with TCP_NODELAY (falkit.jupyter)"
     )
-    print(f"512x512 JPEG frames from Chromium's fake camera, {alone['bytes']} bytes; {jupyter}")
+    print(f"512x512 JPEG frames from Chromium's fake camera, {alone['bytes']} bytes; {server}")
     print(line("Client.realtime in the kernel", alone["fps"], alone["ms"]))
     for name, rtts in floor.items():
         label = f"comm echo, {args.echo_bytes} B, {name} comm"

@@ -99,21 +99,67 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def _notebook(root: Path) -> Path:
+def write_notebook(path: Path, cells: list[str]) -> Path:
+    """A notebook of code ``cells`` on the python3 kernel, written to ``path``."""
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {
         "name": "python3",
         "display_name": "Python 3",
         "language": "python",
     }
-    nb.cells = [
-        nbformat.v4.new_code_cell(APP_CELL),
-        nbformat.v4.new_code_cell("%fal serve BrowserApp"),
-        nbformat.v4.new_code_cell("%fal playground BrowserApp"),
-    ]
-    path = root / "playground.ipynb"
+    nb.cells = [nbformat.v4.new_code_cell(cell) for cell in cells]
     nbformat.write(nb, path)
     return path
+
+
+def _notebook(root: Path) -> Path:
+    return write_notebook(
+        root / "playground.ipynb",
+        [APP_CELL, "%fal serve BrowserApp", "%fal playground BrowserApp"],
+    )
+
+
+@contextlib.contextmanager
+def jupyter(
+    root: Path, app: str = "lab", *, config: dict | None = None, env: dict | None = None
+) -> Iterator[tuple[str, str, subprocess.Popen]]:
+    """JupyterLab (``app="server"``: a bare Jupyter Server) on 127.0.0.1 over ``root``,
+    with a throwaway user config (``config`` as its ``jupyter_server_config.json``; the
+    environment's ``jupyter_server_config.d`` still applies), runtime, settings and
+    workspaces; ``env`` adds to the process environment. Yields (base URL, token,
+    process), then shuts the server and its kernels down."""
+    (root / "config").mkdir(exist_ok=True)
+    if config is not None:
+        (root / "config" / "jupyter_server_config.json").write_text(json.dumps(config))
+    token, port = secrets.token_hex(16), _free_port()
+    environ = {
+        **os.environ,
+        "JUPYTER_CONFIG_DIR": str(root / "config"),
+        "JUPYTER_RUNTIME_DIR": str(root / "runtime"),
+        **(env or {}),
+    }
+    lab = [
+        f"--LabApp.user_settings_dir={root / 'settings'}",
+        f"--LabApp.workspaces_dir={root / 'workspaces'}",
+    ]
+    with (root / "jupyter.log").open("w") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "jupyter", app, "--no-browser",
+                "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+                f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+                "--ServerApp.port_retries=0",
+                *(lab if app == "lab" else []),
+                *(["--allow-root"] if os.geteuid() == 0 else []),
+            ],
+            stdout=log, stderr=subprocess.STDOUT, env=environ, cwd=root,
+        )  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
+        try:
+            _wait_for_lab(base, token, proc, root / "jupyter.log")
+            yield base, token, proc
+        finally:
+            _stop_lab(proc, base, token)
 
 
 @pytest.fixture
@@ -122,35 +168,9 @@ def lab(tmp_path: Path) -> Iterator[tuple[str, str]]:
     (base URL, token) and afterwards shuts the server and its kernels down."""
     _require_browser()
     _notebook(tmp_path)
-    token = secrets.token_hex(16)
-    port = _free_port()
-    env = {
-        **os.environ,
-        "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
-        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
-    }
-    log = (tmp_path / "lab.log").open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "jupyter", "lab", "--no-browser",
-            "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-            f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp_path}",
-            "--ServerApp.port_retries=0",
-            f"--LabApp.user_settings_dir={tmp_path / 'settings'}",
-            f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}",
-            *(["--allow-root"] if os.geteuid() == 0 else []),
-        ],
-        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    kernels: list[int] = []
-    try:
-        _wait_for_lab(base, token, proc, tmp_path / "lab.log")
+    with jupyter(tmp_path) as (base, token, proc):
         yield base, token
         kernels = _children(proc.pid)
-    finally:
-        _stop_lab(proc, base, token)
-        log.close()
     deadline = time.monotonic() + 20
     while any(_alive(k) for k in kernels) and time.monotonic() < deadline:
         time.sleep(0.1)

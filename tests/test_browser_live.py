@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import nbformat
 import pytest
 from _support import poller
-from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, _run_all_cells
+from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, _run_all_cells, write_notebook
 from test_browser import lab as lab  # the JupyterLab fixture, reused
 
 # Chromium's own fake camera (a moving test pattern) and microphone, granted without a
@@ -78,22 +77,14 @@ class LiveApp(fal.App):
 
 
 def _notebook(root: Path) -> Path:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    nb.cells = [
-        nbformat.v4.new_code_cell(APP_CELL.format(sessions=str(root / "sessions.json"))),
-        nbformat.v4.new_code_cell("%fal serve LiveApp"),
-        nbformat.v4.new_code_cell(
-            "pg = fal.playground(fal.get_server('LiveApp'))\npg.open_route('/camera')\npg"
-        ),
-    ]
-    path = root / "live.ipynb"
-    nbformat.write(nb, path)
-    return path
+    return write_notebook(
+        root / "live.ipynb",
+        [
+            APP_CELL.format(sessions=str(root / "sessions.json")),
+            "%fal serve LiveApp",
+            "pg = fal.playground(fal.get_server('LiveApp'))\npg.open_route('/camera')\npg",
+        ],
+    )
 
 
 def _sessions(root: Path) -> dict[str, int]:

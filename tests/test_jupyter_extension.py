@@ -4,9 +4,7 @@ TCP_NODELAY on the server's socket; disabled, the same socket has Nagle's algori
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_browser import _free_port, _stop_lab, _wait_for_lab
+from test_browser import jupyter
 from websockets.sync.client import connect
 
 TESTS = Path(__file__).resolve().parent
@@ -25,35 +23,10 @@ TESTS = Path(__file__).resolve().parent
 def jupyter_server(tmp: Path, extensions: dict[str, bool]) -> Iterator[tuple[str, str]]:
     """A Jupyter Server on loopback with ``extensions`` set in its user config (over what
     the environment's ``jupyter_server_config.d`` enables), stopped with its kernels."""
-    config = tmp / "config"
-    config.mkdir()
-    (config / "jupyter_server_config.json").write_text(
-        json.dumps({"ServerApp": {"jpserver_extensions": extensions}})
-    )
-    token, port = secrets.token_hex(16), _free_port()
-    env = {
-        **os.environ,
-        "JUPYTER_CONFIG_DIR": str(config),
-        "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
-        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
-    }
-    with (tmp / "server.log").open("w") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "jupyter", "server", "--no-browser",
-                "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-                "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-                f"--ServerApp.root_dir={tmp}",
-                *(["--allow-root"] if os.geteuid() == 0 else []),
-            ],
-            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp,
-        )  # fmt: skip
-        base = f"http://127.0.0.1:{port}"
-        try:
-            _wait_for_lab(base, token, proc, tmp / "server.log")
-            yield base, token
-        finally:
-            _stop_lab(proc, base, token)
+    config = {"ServerApp": {"jpserver_extensions": extensions}}
+    path = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
+    with jupyter(tmp, "server", config=config, env={"PYTHONPATH": path}) as (base, token, _):
+        yield base, token
 
 
 def nodelay_of_a_kernel_websocket(base: str, token: str) -> list[bool]:
