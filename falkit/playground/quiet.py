@@ -18,8 +18,9 @@ running ipykernel (or one without ``_publish_status``) nothing is changed.
 
 from __future__ import annotations
 
-import sys
 from typing import Any
+
+from ..serving import running_kernel
 
 _quiet: set[str] = set()
 _installed_on: Any = None
@@ -48,9 +49,7 @@ def is_quiet(message: Any) -> bool:
 
 def _install() -> None:
     global _installed_on
-    ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None else None
-    kernel = getattr(shell, "kernel", None)
+    kernel = running_kernel()
     if kernel is None or _installed_on is kernel:
         return
     publish = getattr(kernel, "_publish_status", None)

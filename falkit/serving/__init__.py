@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from .card import card_html, card_rows, card_text
 from .connections import ConnectionSpec
+from .kernel import running_kernel
 from .proxy import browser_url, proxy_root_path
 from .registry import get_server, on_serve, serve, servers, stop_all
 from .server import Server
@@ -26,6 +27,7 @@ __all__ = [
     "on_serve",
     "percentile",
     "proxy_root_path",
+    "running_kernel",
     "serve",
     "servers",
     "stop_all",

@@ -68,12 +68,18 @@ def yield_to_kernel() -> None:
     _kernel_idle.wait(PAUSE_S)
 
 
+def running_kernel() -> Any:
+    """The ipykernel this code runs in (``None`` outside one), without importing IPython
+    where nothing did."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return getattr(shell, "kernel", None)
+
+
 def install() -> bool:
     """Tune and hook the running IPython kernel (once); False outside a kernel."""
     global _installed_on
-    ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None else None
-    kernel = getattr(shell, "kernel", None)
+    kernel = running_kernel()
     if kernel is None or not hasattr(kernel, "pre_handler_hook"):
         return False
     if _installed_on is kernel:
@@ -97,7 +103,7 @@ def install() -> bool:
 
     kernel.pre_handler_hook = pre_handler_hook
     kernel.post_handler_hook = post_handler_hook
-    assert shell is not None  # a kernel has its shell
+    shell = kernel.shell
     shell.events.register("pre_run_cell", _user_code_starts)
     shell.events.register("post_run_cell", _user_code_ends)
     _installed_on = kernel
