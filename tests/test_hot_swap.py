@@ -372,10 +372,7 @@ def test_teardown_of_the_old_waits_for_its_queued_requests(serve):
         fal.serve(Queued, fresh=True)
         assert TEARDOWNS == []
         release.set()
-        deadline = time.monotonic() + 10
-        while http.get(submitted["status_url"]).status_code != 200:
-            assert time.monotonic() < deadline, "the queued request never completed"
-            time.sleep(0.02)
+        _wait_for(lambda: http.get(submitted["status_url"]).status_code == 200)
         assert http.get(submitted["response_url"]).json() == {"tag": "old"}
     _wait_for(lambda: TEARDOWNS == ["old"])
 
